@@ -1,0 +1,1 @@
+"""The triage agent: a LangGraph graph from incident to report."""

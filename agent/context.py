@@ -1,0 +1,119 @@
+"""Run-scoped dependencies of the graph, injected through LangGraph's run context.
+
+Tests, the CLI, the server and the simulator each build a TriageContext; nodes never import a
+client, a database or the settings themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agent.rulebook import Rulebook
+from agent.schemas import Incident, ToolResult
+from tools.guard import Policy
+
+if TYPE_CHECKING:
+    from agent.llm import LLMEngine
+
+
+class Retriever(Protocol):
+    def search(self, incident: Incident, k: int) -> list[dict[str, Any]]: ...
+
+
+class Cluster(Protocol):
+    def evidence(self, target: dict[str, Any]) -> dict[str, Any]: ...
+    def dry_run(self, plan: dict[str, Any]) -> ToolResult: ...
+    def execute(self, plan: dict[str, Any]) -> ToolResult: ...
+
+
+class SlaVerifier(Protocol):
+    def verify(self, plan: dict[str, Any], incident: Incident) -> dict[str, Any]: ...
+
+
+class Recorder(Protocol):
+    def record_step(self, run_id: str, node: str, summary: str, data: dict[str, Any]) -> None: ...
+    def propose_action(self, run_id: str, key: str, plan: dict[str, Any]) -> dict[str, Any]: ...
+    def update_action(self, key: str, **changes: Any) -> dict[str, Any]: ...
+    def record_approval(self, key: str, approver: str, decision: str, reason: str = "") -> None: ...
+    def recent_actions(self, operation: str, target_name: str, since: datetime) -> int: ...
+    def record_sla_check(self, run_id: str, status: str, details: dict[str, Any]) -> None: ...
+
+
+class Notifier(Protocol):
+    def __call__(self, escalation: dict[str, Any]) -> None: ...
+
+
+class MemoryRecorder:
+    """Keeps the trail in memory: for eval replay and tests that do not need the database."""
+
+    def __init__(self) -> None:
+        self.steps: dict[tuple[str, str], dict[str, Any]] = {}
+        self.actions: dict[str, dict[str, Any]] = {}
+        self.approvals: list[dict[str, Any]] = []
+        self.sla_checks: list[dict[str, Any]] = []
+
+    def record_step(self, run_id: str, node: str, summary: str, data: dict[str, Any]) -> None:
+        self.steps[(run_id, node)] = {"summary": summary, "data": data}
+
+    def propose_action(self, run_id: str, key: str, plan: dict[str, Any]) -> dict[str, Any]:
+        if key not in self.actions:
+            self.actions[key] = {
+                "key": key,
+                "mitigation": plan["mitigation"],
+                "operation": plan["operation"],
+                "target": plan.get("target", {}),
+                "parameters": plan.get("parameters", {}),
+                "risk": plan.get("risk", "low"),
+                "status": "proposed",
+                "reason": "",
+                "dry_run": None,
+                "result": None,
+                "executed_at": None,
+            }
+        return dict(self.actions[key])
+
+    def update_action(self, key: str, **changes: Any) -> dict[str, Any]:
+        self.actions[key].update(changes)
+        if changes.get("status") == "executed":
+            self.actions[key]["executed_at"] = datetime.now(UTC)
+        return dict(self.actions[key])
+
+    def record_approval(self, key: str, approver: str, decision: str, reason: str = "") -> None:
+        self.approvals.append({"key": key, "approver": approver, "decision": decision, "reason": reason})
+
+    def recent_actions(self, operation: str, target_name: str, since: datetime) -> int:
+        return sum(
+            1
+            for a in self.actions.values()
+            if a["operation"] == operation
+            and a["target"].get("name") == target_name
+            and a["status"] == "executed"
+            and a["executed_at"] is not None
+            and a["executed_at"] >= since
+        )
+
+    def record_sla_check(self, run_id: str, status: str, details: dict[str, Any]) -> None:
+        self.sla_checks.append({"run_id": run_id, "status": status, "details": details})
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class TriageContext:
+    rulebook: Rulebook
+    policy: Policy
+    recorder: Recorder = field(default_factory=MemoryRecorder)
+    llm: LLMEngine | None = None
+    retriever: Retriever | None = None
+    cluster: Cluster | None = None
+    sla: SlaVerifier | None = None
+    notify: Notifier | None = None
+    # Propose-only: plan and guard as usual, but never write to a cluster (eval replay, dry runs).
+    propose_only: bool = False
+    precedents_k: int = 5
+    clock: Callable[[], datetime] = _utcnow

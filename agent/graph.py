@@ -1,0 +1,51 @@
+"""The triage graph: intake -> retrieve -> classify -> plan -> guard -> act -> verify -> (escalate) -> report.
+
+`builder` is exported uncompiled so that tests, the CLI and the server compile it with the
+checkpointer they own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+
+from agent.context import TriageContext
+from agent.nodes.act import act
+from agent.nodes.classify import classify
+from agent.nodes.escalate import escalate
+from agent.nodes.guard import guard
+from agent.nodes.intake import intake
+from agent.nodes.plan import plan
+from agent.nodes.report import report
+from agent.nodes.retrieve import retrieve
+from agent.nodes.verify import verify
+from agent.routes import route_after_act, route_after_guard, route_after_verify
+from agent.state import TriageInput, TriageState
+
+builder: StateGraph[TriageState, TriageContext, TriageInput, TriageState] = StateGraph(
+    TriageState, context_schema=TriageContext, input_schema=TriageInput
+)
+builder.add_node("intake", intake)
+builder.add_node("retrieve", retrieve)
+builder.add_node("classify", classify)
+builder.add_node("plan", plan)
+builder.add_node("guard", guard)
+builder.add_node("act", act)
+builder.add_node("verify", verify)
+builder.add_node("escalate", escalate)
+builder.add_node("report", report)
+builder.add_edge(START, "intake")
+builder.add_edge("intake", "retrieve")
+builder.add_edge("retrieve", "classify")
+builder.add_edge("classify", "plan")
+builder.add_edge("plan", "guard")
+builder.add_conditional_edges("guard", route_after_guard)
+builder.add_conditional_edges("act", route_after_act)
+builder.add_conditional_edges("verify", route_after_verify)
+builder.add_edge("escalate", "report")
+builder.add_edge("report", END)
+
+
+def build_graph(checkpointer: Any = None) -> Any:
+    return builder.compile(checkpointer=checkpointer)

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from agent.context import TriageContext
+from agent.nodes._common import record
+from agent.state import TriageState
+
+
+def run_status(state: TriageState) -> str:
+    """The run's outcome in one word, derived from what happened rather than stored separately."""
+    action = state.get("action") or {}
+    verification = state.get("verification") or {}
+    if state.get("guard", {}).get("verdict") == "rejected":
+        return "rejected"
+    if state.get("escalation"):
+        return "escalated"
+    if state["plan"]["mitigation"] == "M5":
+        return "no_action"
+    if action.get("status") == "executed" and verification.get("status") == "verified":
+        return "mitigated"
+    return "proposed"
+
+
+def _honest_notes(state: TriageState) -> list[str]:
+    """What was not done or not checked, said plainly."""
+    notes = []
+    retrieval = state.get("retrieval") or {}
+    if retrieval.get("status") != "ok":
+        notes.append(retrieval.get("note", "no precedents"))
+    action = state.get("action")
+    if action and action.get("status") != "executed":
+        notes.append(action.get("reason") or f"action {action.get('status')}")
+    verification = state.get("verification")
+    if verification:
+        if verification.get("status") != "verified":
+            notes.append(verification.get("reason") or f"SLA {verification.get('status')}")
+    elif state["plan"].get("touches_cluster") or state["plan"]["mitigation"] == "M5":
+        notes.append(
+            "SLA not verified: nothing was executed"
+            if state["plan"]["mitigation"] != "M5"
+            else "SLA not verified automatically: a human confirms the no-action close-out"
+        )
+    for fallback in state.get("fallbacks", []):
+        notes.append(f"LLM {fallback['stage']} fell back to the rulebook ({fallback['kind']})")
+    return notes
+
+
+def report(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any]:
+    classification, plan = state["classification"], state["plan"]
+    status = run_status(state)
+    action = state.get("action")
+    body = {
+        "incident_id": state["incident"]["id"],
+        "run_id": state["run_id"],
+        "status": status,
+        "category": classification["category"],
+        "subcategory": classification["subcategory"],
+        "confidence": classification["confidence"],
+        "engine": classification["engine"],
+        "mitigation": plan["mitigation"],
+        "plan": plan,
+        "evidence": classification.get("evidence", []),
+        "precedents": state.get("precedents", []),
+        "guard": state.get("guard", {}),
+        "approvals": state.get("approvals", []),
+        "actions": [action] if action else [],
+        "verification": state.get("verification"),
+        "escalation": state.get("escalation"),
+        "fallbacks": state.get("fallbacks", []),
+        "llm_usage": state.get("llm_usage", []),
+        "notes": _honest_notes(state),
+        "rulebook_version": runtime.context.rulebook.version,
+        "policy_version": runtime.context.policy.version,
+    }
+    record(runtime, state, "report", f"{status}: {plan['mitigation']} {plan['operation']}", {"status": status})
+    return {"report": body, "status": status}

@@ -1,0 +1,40 @@
+"""The graph's conditional edges: pure functions of the state, raising on anything unexpected."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from agent.state import TriageState
+
+
+def route_after_guard(state: TriageState) -> Literal["act", "escalate", "report"]:
+    plan, verdict = state["plan"], state["guard"]["verdict"]
+    if plan["mitigation"] == "M5":
+        return "report"
+    if verdict in ("allowed", "approved", "approval_required"):
+        # approval_required reaches act only when nobody can approve (propose-only or no cluster):
+        # act then records the proposal without executing it.
+        return "act"
+    if verdict in ("not_applicable", "denied", "rejected"):
+        return "escalate"
+    raise ValueError(f"unexpected guard verdict {verdict!r}")
+
+
+def route_after_act(state: TriageState) -> Literal["verify", "escalate", "report"]:
+    status = state["action"]["status"]
+    if status == "executed":
+        return "verify"
+    if status == "proposed":
+        return "report"
+    if status in ("failed", "denied", "approval-required", "not-configured"):
+        return "escalate"
+    raise ValueError(f"unexpected action status {status!r}")
+
+
+def route_after_verify(state: TriageState) -> Literal["escalate", "report"]:
+    status = state["verification"]["status"]
+    if status == "verified":
+        return "report"
+    if status in ("not_recovered", "unverified"):
+        return "escalate"
+    raise ValueError(f"unexpected verification status {status!r}")

@@ -1,0 +1,33 @@
+"""The graph's state: plain JSON values only, so that every checkpoint can be stored and resumed."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, TypedDict
+
+
+class TriageInput(TypedDict):
+    """What a caller passes in: the incident (as the Incident schema's dict) and the run's id."""
+
+    run_id: str
+    incident: dict[str, Any]
+
+
+class TriageState(TypedDict, total=False):
+    run_id: str
+    incident: dict[str, Any]
+    entities: dict[str, str]
+    precedents: list[dict[str, Any]]
+    retrieval: dict[str, Any]
+    classification: dict[str, Any]
+    plan: dict[str, Any]
+    guard: dict[str, Any]
+    approvals: list[dict[str, Any]]
+    action: dict[str, Any]
+    verification: dict[str, Any]
+    escalation: dict[str, Any]
+    # Every time the LLM path failed and the rulebook answered instead; appended by several nodes.
+    fallbacks: Annotated[list[dict[str, Any]], operator.add]
+    llm_usage: Annotated[list[dict[str, Any]], operator.add]
+    status: str
+    report: dict[str, Any]

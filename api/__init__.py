@@ -1,0 +1,1 @@
+"""Ways in: the CLI (and, with the service issue, REST, webhooks and chat)."""

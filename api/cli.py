@@ -1,0 +1,178 @@
+"""The `mitigate` command. Heavy libraries are imported inside the commands so --help stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str) -> int:
+    print(f"mitigate: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _read_incident(source: str) -> tuple[Any, dict[str, Any]]:
+    from pydantic import ValidationError
+
+    from agent.schemas import Incident
+
+    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source} is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise ValueError(f"{source} must hold one JSON object (an incident)")
+    visible = dict(payload)
+    if isinstance(payload.get("timeline"), dict) and payload["timeline"].get("started_at"):
+        visible.setdefault("started_at", payload["timeline"]["started_at"])
+    try:
+        return Incident.model_validate(visible), payload
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'incident'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"{source} is not a valid incident: {problems}") from exc
+
+
+def cmd_triage(args: argparse.Namespace) -> int:
+    from api.render import print_report
+    from api.runs import start_run
+    from api.settings import get_settings
+    from api.wiring import make_context, open_checkpointer, open_store
+
+    try:
+        incident, payload = _read_incident(args.file)
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc))
+    settings = get_settings()
+    store = open_store(settings)
+    context = make_context(settings, store.recorder, engine=args.engine)
+    with open_checkpointer(settings.database_url) as checkpointer:
+        outcome = start_run(
+            incident, source="cli", payload=payload, recorder=store.recorder, context=context, checkpointer=checkpointer
+        )
+    if args.json:
+        print(json.dumps(_json_report(outcome.as_dict()), default=str))
+    else:
+        print_report(outcome.as_dict())
+    return 0
+
+
+def _json_report(outcome: dict[str, Any]) -> dict[str, Any]:
+    report: dict[str, Any] | None = outcome["report"]
+    if report is None:
+        return {"run_id": outcome["run_id"], "status": outcome["status"], "waiting_for": outcome["waiting_for"]}
+    return report
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from api.render import print_report
+    from api.runs import resume_run
+    from api.settings import get_settings
+    from api.wiring import make_context, open_checkpointer, open_store
+
+    settings = get_settings()
+    store = open_store(settings)
+    context = make_context(settings, store.recorder)
+    answer = None
+    if args.command in ("approve", "reject"):
+        answer = {"approved": args.command == "approve", "by": args.by, "reason": args.reason or ""}
+    with open_checkpointer(settings.database_url) as checkpointer:
+        try:
+            outcome = resume_run(
+                args.run_id, recorder=store.recorder, context=context, checkpointer=checkpointer, answer=answer
+            )
+        except (LookupError, ValueError) as exc:
+            return _fail(str(exc))
+    if args.json:
+        print(json.dumps(_json_report(outcome.as_dict()), default=str))
+    else:
+        print_report(outcome.as_dict())
+    return 0
+
+
+def cmd_eval_run(args: argparse.Namespace) -> int:
+    from evals.run import run_eval
+
+    return run_eval(args)
+
+
+def cmd_db_upgrade(_: argparse.Namespace) -> int:
+    from api.settings import get_settings
+    from api.wiring import open_store
+
+    settings = get_settings()
+    open_store(settings)
+    print(f"database at {settings.database_url} is at the newest schema")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mitigate",
+        description="Incident copilot for LLM serving platforms: classify by the rulebook taxonomy (A1-A4), "
+        "plan a mitigation (M1-M6, Algorithm 1), act through guarded tools, verify the SLA.",
+        epilog="Settings come from MITIGATE_* environment variables or .env (see README). "
+        "Exit codes: 0 ok, 1 failure, 2 bad input or usage.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    triage = sub.add_parser("triage", help="triage one incident (JSON file, or - for stdin)")
+    triage.add_argument("file", help="incident JSON file (see docs/datasets.md), or - to read stdin")
+    triage.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
+    triage.add_argument("--engine", choices=["auto", "rulebook", "llm"], help="override MITIGATE_ENGINE")
+    triage.set_defaults(func=cmd_triage)
+
+    for name, text in (
+        ("resume", "continue a run from its last checkpoint (after a crash or restart)"),
+        ("approve", "approve the action a paused run is waiting for"),
+        ("reject", "reject the action a paused run is waiting for"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("run_id")
+        if name != "resume":
+            p.add_argument("--by", required=True, help="who decides (recorded in the audit trail)")
+            p.add_argument("--reason", help="why (required to approve a deletion)")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=cmd_resume)
+
+    evals = sub.add_parser("eval", help="replay labeled incidents and score the copilot")
+    eval_sub = evals.add_subparsers(dest="eval_command", required=True, metavar="EVAL_COMMAND")
+    run = eval_sub.add_parser("run", help="replay a labeled dataset through the graph, propose-only")
+    run.add_argument("--dataset", required=True, type=Path, help="labeled JSONL dataset")
+    run.add_argument("--split", choices=["all", "dev", "test"], default="all", help="which half (default all)")
+    run.add_argument("--engine", choices=["auto", "rulebook", "llm"], help="override MITIGATE_ENGINE")
+    run.add_argument("--label", default="", help="a name for this eval run")
+    run.add_argument("--json", action="store_true", help="print one JSON object of metrics")
+    run.add_argument("--cases", action="store_true", help="with --json: include every case's prediction")
+    run.add_argument("--no-store", action="store_true", help="do not record the eval run in the database")
+    run.set_defaults(func=cmd_eval_run)
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    upgrade = db_sub.add_parser("upgrade", help="apply schema migrations (also done on first use)")
+    upgrade.set_defaults(func=cmd_db_upgrade)
+
+    demo = sub.add_parser("demo", help="triage the example incidents and score the labeled dataset")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def cmd_demo(_: argparse.Namespace) -> int:
+    from api.demo import run_demo
+
+    return run_demo()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

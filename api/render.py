@@ -1,0 +1,99 @@
+"""Human-readable output of the CLI (rich tables); JSON output never goes through here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+_console = Console()
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def print_report(outcome: dict[str, Any]) -> None:
+    report = outcome.get("report")
+    if report is None:
+        waiting = outcome.get("waiting_for") or {}
+        action = waiting.get("action", {})
+        _console.print(
+            f"[bold]Run {outcome['run_id']}[/bold] is waiting for approval "
+            f"({waiting.get('approvals_required')} needed, so far {waiting.get('approvals_so_far')})."
+        )
+        _console.print(f"Proposed: {action.get('mitigation')} {action.get('operation')} on {action.get('target')}")
+        _console.print(f"Approve with: mitigate approve {outcome['run_id']} --by NAME [--reason TEXT]")
+        return
+    _console.print(
+        f"[bold]Incident {report['incident_id']}[/bold]  run {report['run_id']}  status [bold]{report['status']}[/bold]"
+    )
+    _console.print(
+        f"Classification: {report['category']}/{report['subcategory']} "
+        f"(confidence {report['confidence']:.2f}, {report['engine']})"
+    )
+    for item in report.get("evidence", [])[:8]:
+        _console.print(f"  - {item['source']}: {item['detail']} -> {item.get('points_to') or ''}", markup=False)
+    plan = report["plan"]
+    target = plan.get("target") or {}
+    _console.print(
+        f"Plan: {plan['mitigation']} {plan['operation']} on {target.get('kind')} "
+        f"{target.get('namespace') or ''}/{target.get('name') or ''}  risk {plan['risk']}",
+        markup=False,
+    )
+    _console.print(f"  {plan['rationale']}", markup=False)
+    if report.get("precedents"):
+        _console.print("Precedents:")
+        for p in report["precedents"]:
+            _console.print(f"  - {p.get('id')}: {p.get('title')} (fixed by {p.get('mitigation')})", markup=False)
+    guard = report.get("guard") or {}
+    _console.print(f"Guard: {guard.get('verdict')} - {'; '.join(guard.get('reasons', []))}", markup=False)
+    if report.get("escalation"):
+        _console.print(f"Escalated (M1): {report['escalation']['reason']}", markup=False)
+    if report.get("notes"):
+        _console.print("Not done / not verified:")
+        for note in report["notes"]:
+            _console.print(f"  - {note}", markup=False)
+
+
+def _matrix(title: str, matrix: dict[str, dict[str, int]]) -> Table:
+    columns = sorted({c for row in matrix.values() for c in row} | set(matrix))
+    table = Table(title=title)
+    table.add_column("true \\ predicted")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in sorted(matrix):
+        table.add_row(row, *(str(matrix[row].get(c, "")) for c in columns))
+    return table
+
+
+def print_metrics(out: dict[str, Any]) -> None:
+    table = Table(title=f"Eval on {out['n']} incidents ({out['config']['engine']}, split {out['config']['split']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in (
+        "category_accuracy",
+        "category_kappa",
+        "category_macro_f1",
+        "subcategory_accuracy",
+        "mitigation_accuracy",
+        "m5_precision",
+        "m5_recall",
+        "m5_f1",
+        "abstain_rate",
+        "latency_ms_p50",
+        "latency_ms_p95",
+        "llm_calls",
+        "fallbacks",
+    ):
+        table.add_row(key, _fmt(out.get(key)))
+    _console.print(table)
+    _console.print(_matrix("Category confusion", out["confusion"]["category"]))
+    _console.print(_matrix("Mitigation confusion", out["confusion"]["mitigation"]))
+    if out.get("eval_run_id"):
+        _console.print(f"recorded as eval run {out['eval_run_id']}")

@@ -1,0 +1,87 @@
+"""Start and resume triage runs: store the incident first, then run the graph on a checkpointed thread.
+
+Every way in (CLI now, REST/webhooks/chat later) goes through here, so none has its own logic.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from langgraph.types import Command
+
+from agent.context import TriageContext
+from agent.graph import build_graph
+from agent.schemas import Incident
+from store.recorder import StoreRecorder
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: str
+    report: dict[str, Any] | None
+    waiting_for: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "status": self.status, "report": self.report, "waiting_for": self.waiting_for}
+
+
+def _finish(recorder: StoreRecorder, run_id: str, result: dict[str, Any]) -> RunOutcome:
+    interrupts = result.get("__interrupt__")
+    if interrupts:
+        recorder.set_run_status(run_id, "awaiting_approval")
+        return RunOutcome(run_id, "awaiting_approval", None, interrupts[0].value)
+    report = result["report"]
+    recorder.finish_run(run_id, status=report["status"], report=report)
+    return RunOutcome(run_id, report["status"], report)
+
+
+def start_run(
+    incident: Incident,
+    *,
+    source: str,
+    payload: dict[str, Any],
+    recorder: StoreRecorder,
+    context: TriageContext,
+    checkpointer: Any,
+) -> RunOutcome:
+    recorder.save_incident(incident, source=source, payload=payload)
+    run_id = uuid.uuid4().hex
+    recorder.start_run(run_id, incident.id, "llm" if context.llm else "rulebook")
+    graph = build_graph(checkpointer)
+    result = graph.invoke(
+        {"run_id": run_id, "incident": incident.model_dump(mode="json")},
+        config={"configurable": {"thread_id": run_id}},
+        context=context,
+        durability="sync",
+    )
+    return _finish(recorder, run_id, result)
+
+
+def resume_run(
+    run_id: str,
+    *,
+    recorder: StoreRecorder,
+    context: TriageContext,
+    checkpointer: Any,
+    answer: dict[str, Any] | None = None,
+) -> RunOutcome:
+    """Continue a run from its last checkpoint: after a crash (answer None) or with an approval answer."""
+    config: dict[str, Any] = {"configurable": {"thread_id": run_id}}
+    graph = build_graph(checkpointer)
+    snapshot = graph.get_state(config)
+    if not snapshot.values:
+        raise LookupError(f"no checkpoint for run {run_id}")
+    if not snapshot.next:
+        report = snapshot.values.get("report")
+        return RunOutcome(run_id, snapshot.values.get("status", "unknown"), report)
+    waiting = any(task.interrupts for task in snapshot.tasks)
+    if waiting and answer is None:
+        return RunOutcome(run_id, "awaiting_approval", None, snapshot.tasks[0].interrupts[0].value)
+    if not waiting and answer is not None:
+        raise ValueError(f"run {run_id} is not waiting for an approval")
+    command: Any = Command(resume=answer) if answer is not None else None
+    result = graph.invoke(command, config=config, context=context, durability="sync")
+    return _finish(recorder, run_id, result)

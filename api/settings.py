@@ -1,0 +1,42 @@
+"""One Settings object, from the environment (MITIGATE_*) or a .env file, built on first use."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MITIGATE_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///.mitigate/mitigate.db",
+        description="SQLAlchemy URL; SQLite file by default, postgresql://... for several replicas",
+    )
+    engine: Literal["auto", "rulebook", "llm"] = Field(
+        default="auto", description="auto: the LLM when one is configured, else the rulebook"
+    )
+    llm_base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. http://host/v1")
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: SecretStr = SecretStr("")
+    llm_timeout_s: float = Field(default=30.0, gt=0)
+    llm_max_retries: int = Field(default=1, ge=0)
+    rulebook_path: Path | None = None
+    policy_path: Path | None = None
+    propose_only: bool = Field(default=False, description="never write to a cluster, even with one configured")
+
+    def use_llm(self) -> bool:
+        if self.engine == "rulebook":
+            return False
+        if self.engine == "llm" and not self.llm_base_url:
+            raise ValueError("MITIGATE_ENGINE=llm needs MITIGATE_LLM_BASE_URL")
+        return bool(self.llm_base_url)
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()

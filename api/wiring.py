@@ -1,0 +1,86 @@
+"""Build the graph's run context and checkpointer from Settings: the one place clients are made."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from agent.context import Recorder, TriageContext
+from agent.rulebook import DEFAULT_RULEBOOK, load_rulebook
+from api.settings import Settings
+from store.db import make_engine, migrate, session_factory
+from store.recorder import StoreRecorder
+from tools.guard import DEFAULT_POLICY, load_policy
+
+
+def make_llm(settings: Settings) -> Any:
+    from openai import OpenAI
+
+    from agent.llm import LLMEngine
+
+    client = OpenAI(
+        base_url=settings.llm_base_url,
+        api_key=settings.llm_api_key.get_secret_value() or "not-needed",
+        timeout=settings.llm_timeout_s,
+        max_retries=settings.llm_max_retries,
+    )
+    return LLMEngine(client, settings.llm_model, load_rulebook(settings.rulebook_path or DEFAULT_RULEBOOK))
+
+
+def make_context(
+    settings: Settings, recorder: Recorder, *, propose_only: bool | None = None, engine: str | None = None
+) -> TriageContext:
+    chosen = engine or settings.engine
+    use_llm = settings.model_copy(update={"engine": chosen}).use_llm()
+    return TriageContext(
+        rulebook=load_rulebook(settings.rulebook_path or DEFAULT_RULEBOOK),
+        policy=load_policy(settings.policy_path or DEFAULT_POLICY),
+        recorder=recorder,
+        llm=make_llm(settings) if use_llm else None,
+        propose_only=settings.propose_only if propose_only is None else propose_only,
+    )
+
+
+@dataclass
+class Store:
+    recorder: StoreRecorder
+    sessions: Any
+    engine: Any
+
+
+def open_store(settings: Settings) -> Store:
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    sessions = session_factory(engine)
+    return Store(StoreRecorder(sessions), sessions, engine)
+
+
+@contextmanager
+def open_checkpointer(database_url: str) -> Iterator[Any]:
+    """LangGraph's checkpointer on the project's own database, so paused runs survive restarts."""
+    if database_url.startswith("sqlite"):
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        path = database_url.split("///", 1)[1]
+        sqlite_conn = sqlite3.connect(path, check_same_thread=False)
+        sqlite_conn.execute("PRAGMA journal_mode=WAL")
+        sqlite_conn.execute("PRAGMA synchronous=NORMAL")
+        sqlite_saver = SqliteSaver(sqlite_conn)
+        sqlite_saver.setup()
+        try:
+            yield sqlite_saver
+        finally:
+            sqlite_conn.close()
+    else:
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from psycopg import Connection
+        from psycopg.rows import dict_row
+
+        url = database_url.replace("postgresql+psycopg://", "postgresql://")
+        with Connection.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row) as conn:
+            saver = PostgresSaver(conn)
+            saver.setup()
+            yield saver

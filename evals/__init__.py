@@ -1,0 +1,1 @@
+"""Evals: labeled datasets, replay through the graph, metrics and reports."""

@@ -1,0 +1,58 @@
+"""Replay labeled incidents through the same graph, propose-only, and collect per-case predictions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.context import MemoryRecorder, TriageContext
+from agent.graph import build_graph
+from evals.dataset import Case
+
+
+@dataclass
+class CaseResult:
+    case_id: str
+    expected: dict[str, Any]
+    predicted: dict[str, Any]
+    confidence: float
+    latency_ms: float
+    llm_calls: int = 0
+    tokens: int = 0
+    fallbacks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def replay(
+    cases: Iterable[Case],
+    make_context: Callable[[], TriageContext],
+    on_case: Callable[[CaseResult], None] | None = None,
+) -> list[CaseResult]:
+    graph = build_graph()
+    results = []
+    for case in cases:
+        context = make_context()
+        context.recorder = MemoryRecorder()
+        context.propose_only = True
+        started = time.perf_counter()
+        state = graph.invoke(
+            {"run_id": f"eval-{case.id}", "incident": case.incident.model_dump(mode="json")}, context=context
+        )
+        latency = (time.perf_counter() - started) * 1000
+        report = state["report"]
+        usage = report.get("llm_usage", [])
+        result = CaseResult(
+            case_id=case.id,
+            expected=case.labels,
+            predicted={k: report[k] for k in ("category", "subcategory", "mitigation", "status")},
+            confidence=float(report["confidence"]),
+            latency_ms=latency,
+            llm_calls=sum(u.get("calls", 0) for u in usage),
+            tokens=sum(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0) for u in usage),
+            fallbacks=report.get("fallbacks", []),
+        )
+        results.append(result)
+        if on_case is not None:
+            on_case(result)
+    return results

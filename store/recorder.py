@@ -1,0 +1,167 @@
+"""Writes a run's trail to the database: steps, actions, approvals, SLA checks and the final report.
+
+Every write is its own short transaction so that a crash loses at most the step in flight, and
+action rows are keyed by an idempotency key so that a resumed run never repeats a cluster action.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from agent.schemas import Incident
+from store.models import ActionRow, ApprovalRow, IncidentRow, RunRow, RunStepRow, SlaCheckRow
+
+
+class StoreRecorder:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    # ---- incidents and runs -------------------------------------------------------------
+    def save_incident(
+        self, incident: Incident, *, source: str, payload: dict[str, Any], fingerprint: str | None = None
+    ) -> bool:
+        """Store an incident; False when one with this id is already stored (nothing changes)."""
+        with self._sessions.begin() as session:
+            if session.get(IncidentRow, incident.id) is not None:
+                return False
+            session.add(
+                IncidentRow(
+                    id=incident.id,
+                    source=source,
+                    title=incident.title,
+                    payload=payload,
+                    fingerprint=fingerprint,
+                    started_at=incident.started_at,
+                )
+            )
+            return True
+
+    def start_run(self, run_id: str, incident_id: str, engine: str) -> None:
+        with self._sessions.begin() as session:
+            if session.get(RunRow, run_id) is None:
+                session.add(RunRow(id=run_id, incident_id=incident_id, engine=engine))
+
+    def set_run_status(self, run_id: str, status: str) -> None:
+        with self._sessions.begin() as session:
+            run = session.get(RunRow, run_id)
+            if run is not None:
+                run.status = status
+
+    def finish_run(self, run_id: str, *, status: str, report: dict[str, Any]) -> None:
+        with self._sessions.begin() as session:
+            run = session.get(RunRow, run_id)
+            if run is None:
+                return
+            run.status = status
+            run.report = report
+            run.category = report.get("category")
+            run.subcategory = report.get("subcategory")
+            run.confidence = report.get("confidence")
+            run.mitigation = report.get("mitigation")
+            incident = session.get(IncidentRow, run.incident_id)
+            if incident is not None:
+                incident.status = status
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        with self._sessions() as session:
+            run = session.get(RunRow, run_id)
+            if run is None:
+                return None
+            return {
+                "id": run.id,
+                "incident_id": run.incident_id,
+                "status": run.status,
+                "engine": run.engine,
+                "report": run.report,
+                "steps": [{"node": s.node, "summary": s.summary} for s in run.steps],
+            }
+
+    def runs_with_status(self, *statuses: str) -> list[str]:
+        with self._sessions() as session:
+            return list(session.scalars(select(RunRow.id).where(RunRow.status.in_(statuses))))
+
+    # ---- steps --------------------------------------------------------------------------
+    def record_step(self, run_id: str, node: str, summary: str, data: dict[str, Any]) -> None:
+        with self._sessions.begin() as session:
+            step = session.scalar(select(RunStepRow).where(RunStepRow.run_id == run_id, RunStepRow.node == node))
+            if step is None:
+                seq = session.scalar(select(func.count()).where(RunStepRow.run_id == run_id)) or 0
+                session.add(RunStepRow(run_id=run_id, node=node, seq=seq, summary=summary, data=data))
+            else:
+                step.summary, step.data = summary, data
+
+    # ---- actions and approvals ----------------------------------------------------------
+    def propose_action(self, run_id: str, key: str, plan: dict[str, Any]) -> dict[str, Any]:
+        """Create the action row for this key once; later calls return the stored row."""
+        with self._sessions.begin() as session:
+            row = session.scalar(select(ActionRow).where(ActionRow.idempotency_key == key))
+            if row is None:
+                row = ActionRow(
+                    run_id=run_id,
+                    idempotency_key=key,
+                    mitigation=plan["mitigation"],
+                    operation=plan["operation"],
+                    target=plan.get("target", {}),
+                    parameters=plan.get("parameters", {}),
+                    risk=plan.get("risk", "low"),
+                )
+                session.add(row)
+                session.flush()
+            return _action_dict(row)
+
+    def update_action(self, key: str, **changes: Any) -> dict[str, Any]:
+        with self._sessions.begin() as session:
+            row = session.scalar(select(ActionRow).where(ActionRow.idempotency_key == key))
+            if row is None:
+                raise KeyError(key)
+            for name, value in changes.items():
+                setattr(row, name, value)
+            session.flush()
+            return _action_dict(row)
+
+    def record_approval(self, key: str, approver: str, decision: str, reason: str = "") -> None:
+        with self._sessions.begin() as session:
+            row = session.scalar(select(ActionRow).where(ActionRow.idempotency_key == key))
+            if row is None:
+                raise KeyError(key)
+            exists = session.scalar(
+                select(ApprovalRow).where(ApprovalRow.action_id == row.id, ApprovalRow.approver == approver)
+            )
+            if exists is None:
+                session.add(ApprovalRow(action_id=row.id, approver=approver, decision=decision, reason=reason))
+
+    def recent_actions(self, operation: str, target_name: str, since: datetime) -> int:
+        """How many times this operation ran on this target since a moment (for cooldowns)."""
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(ActionRow).where(
+                    ActionRow.operation == operation,
+                    ActionRow.status == "executed",
+                    ActionRow.updated_at >= since,
+                )
+            )
+            return sum(1 for r in rows if r.target.get("name") == target_name)
+
+    # ---- verification -------------------------------------------------------------------
+    def record_sla_check(self, run_id: str, status: str, details: dict[str, Any]) -> None:
+        with self._sessions.begin() as session:
+            session.add(SlaCheckRow(run_id=run_id, status=status, details=details))
+
+
+def _action_dict(row: ActionRow) -> dict[str, Any]:
+    return {
+        "key": row.idempotency_key,
+        "mitigation": row.mitigation,
+        "operation": row.operation,
+        "target": row.target,
+        "parameters": row.parameters,
+        "risk": row.risk,
+        "status": row.status,
+        "reason": row.reason,
+        "dry_run": row.dry_run,
+        "result": row.result,
+    }

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.context import MemoryRecorder, TriageContext
+from agent.rulebook import Rulebook, load_rulebook
+from tools.guard import Policy, load_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = {"localhost", "127.0.0.1", "::1", None}
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test can reach an LLM (or anything else) by accident: only loopback resolves, and no
+    LLM endpoint or key from the developer's environment leaks in."""
+    for name in list(os.environ):
+        if name.startswith(("MITIGATE_", "OPENAI_")):
+            monkeypatch.delenv(name)
+    real_getaddrinfo = socket.getaddrinfo
+
+    def loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in LOOPBACK:
+            raise OSError(f"tests are offline: refused to resolve {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
+    from api.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def rulebook() -> Rulebook:
+    return load_rulebook()
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return load_policy()
+
+
+@pytest.fixture
+def context(rulebook: Rulebook, policy: Policy) -> TriageContext:
+    return TriageContext(rulebook=rulebook, policy=policy, recorder=MemoryRecorder())
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/mitigate.db"
+
+
+def incident(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"id": "INC-1", "title": "", "description": ""}
+    base.update(fields)
+    return base

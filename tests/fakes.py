@@ -1,0 +1,49 @@
+"""Test doubles at the graph's ports. They record what they were asked, and can persist it to a file
+so that tests spanning several processes can count cluster writes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from agent.schemas import Incident, ToolResult
+
+
+class FakeCluster:
+    def __init__(
+        self, log: Path | None = None, *, dry_run_status: str = "dry-run-ok", execute_status: str = "executed"
+    ) -> None:
+        self.log = log
+        self.dry_runs: list[dict[str, Any]] = []
+        self.executed: list[dict[str, Any]] = []
+        self._dry_run_status = dry_run_status
+        self._execute_status = execute_status
+
+    def evidence(self, target: dict[str, Any]) -> dict[str, Any]:
+        return {"target": target}
+
+    def dry_run(self, plan: dict[str, Any]) -> ToolResult:
+        self.dry_runs.append(plan)
+        return ToolResult(status=self._dry_run_status, reason="fake dry run")  # type: ignore[arg-type]
+
+    def execute(self, plan: dict[str, Any]) -> ToolResult:
+        self.executed.append(plan)
+        if self.log is not None:
+            with self.log.open("a") as handle:
+                handle.write(json.dumps({"pid": os.getpid(), "operation": plan["operation"]}) + "\n")
+        return ToolResult(status=self._execute_status, reason="fake execution")  # type: ignore[arg-type]
+
+
+class FakeSla:
+    def __init__(self, status: str = "verified", *, crash: bool = False) -> None:
+        self.status = status
+        self.crash = crash
+        self.calls = 0
+
+    def verify(self, plan: dict[str, Any], incident: Incident) -> dict[str, Any]:
+        self.calls += 1
+        if self.crash:
+            os._exit(17)  # a process dying mid-run, as a kill -9 would
+        return {"status": self.status, "reason": f"fake SLA {self.status}"}

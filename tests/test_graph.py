@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from agent.graph import builder
+from agent.routes import route_after_act, route_after_guard, route_after_verify
+from tests.conftest import ROOT
+from tests.fakes import FakeCluster, FakeSla
+
+ALERT = {
+    "status": "firing",
+    "labels": {"alertname": "X", "namespace": "llm-serving", "deployment": "llama-70b", "node": "aks-gpu-7"},
+}
+SATURATED = {
+    "id": "G-1",
+    "title": "429 throttling and queue backlog on every replica",
+    "alert": ALERT,
+    "signals": {"replicas_desired": 4, "queue_depth": 400},
+}
+BAD_NODE = {"id": "G-2", "title": "XID 79 on node aks-gpu-7, pods there failing, still failing", "alert": ALERT}
+BAD_DEPLOYMENT = {
+    "id": "G-3",
+    "title": "new deployment returns gibberish, still broken",
+    "description": "deployment was just created; all outputs are garbage",
+    "alert": ALERT,
+}
+
+
+def _graph():
+    return builder.compile(checkpointer=InMemorySaver())
+
+
+def _start(graph, context, incident: dict[str, Any], run_id: str = "run-1") -> dict[str, Any]:
+    return graph.invoke(
+        {"run_id": run_id, "incident": incident}, {"configurable": {"thread_id": run_id}}, context=context
+    )
+
+
+def _resume(graph, context, answer: dict[str, Any], run_id: str = "run-1") -> dict[str, Any]:
+    return graph.invoke(Command(resume=answer), {"configurable": {"thread_id": run_id}}, context=context)
+
+
+def test_not_configured_modes_are_stated_not_pretended(context):
+    state = _start(_graph(), context, SATURATED)
+    report = state["report"]
+    assert report["status"] == "proposed" and report["mitigation"] == "M2"
+    assert report["actions"][0]["status"] == "proposed"
+    assert "no cluster configured" in " ".join(report["notes"])
+    assert "no postmortem index configured" in " ".join(report["notes"])
+    assert report["verification"] is None
+
+
+def test_allowed_action_is_dry_run_then_executed_then_verified(context):
+    context.cluster, context.sla = FakeCluster(), FakeSla("verified")
+    report = _start(_graph(), context, SATURATED)["report"]
+    assert report["status"] == "mitigated"
+    assert len(context.cluster.dry_runs) == 1 and len(context.cluster.executed) == 1
+    assert report["actions"][0]["dry_run"]["status"] == "dry-run-ok"
+    assert context.recorder.sla_checks[0]["status"] == "verified"
+
+
+@pytest.mark.parametrize("sla", [None, FakeSla("not_recovered")])
+def test_unverified_or_unrecovered_sla_escalates(context, sla):
+    context.cluster, context.sla = FakeCluster(), sla
+    report = _start(_graph(), context, SATURATED)["report"]
+    assert report["status"] == "escalated" and report["escalation"]["mitigation"] == "M1"
+    assert "SLA not restored" in report["escalation"]["reason"]
+
+
+def test_refused_dry_run_executes_nothing_and_escalates(context):
+    context.cluster = FakeCluster(dry_run_status="failed")
+    report = _start(_graph(), context, SATURATED)["report"]
+    assert context.cluster.executed == [] and report["status"] == "escalated"
+
+
+def test_approval_pauses_and_resumes_once(context):
+    context.cluster, context.sla = FakeCluster(), FakeSla("verified")
+    graph = _graph()
+    paused = _start(graph, context, BAD_NODE)
+    waiting = paused["__interrupt__"][0].value
+    assert waiting["action"]["operation"] == "cordon_and_evict" and waiting["approvals_required"] == 1
+    assert context.cluster.executed == []
+    done = _resume(graph, context, {"approved": True, "by": "alice"})
+    assert done["report"]["status"] == "mitigated"
+    assert len(context.cluster.executed) == 1
+    assert context.recorder.approvals == [
+        {"key": "run-1:cordon_and_evict:-/aks-gpu-7", "approver": "alice", "decision": "approve", "reason": ""}
+    ]
+
+
+def test_rejection_changes_nothing(context):
+    context.cluster = FakeCluster()
+    graph = _graph()
+    _start(graph, context, BAD_NODE)
+    report = _resume(graph, context, {"approved": False, "by": "bob"})["report"]
+    assert report["status"] == "rejected" and context.cluster.executed == []
+
+
+def test_deletion_needs_two_different_approvers_with_a_reason(context):
+    context.cluster, context.sla = FakeCluster(), FakeSla("verified")
+    graph = _graph()
+    first = _start(graph, context, BAD_DEPLOYMENT)
+    assert first["__interrupt__"][0].value["approvals_required"] == 2
+    again = _resume(graph, context, {"approved": True, "by": "alice", "reason": "bad weights"})
+    assert "__interrupt__" in again and context.cluster.executed == []
+    same_person = _resume(graph, context, {"approved": True, "by": "alice", "reason": "really"})
+    assert "__interrupt__" in same_person and context.cluster.executed == []
+    done = _resume(graph, context, {"approved": True, "by": "carol", "reason": "confirmed bad deployment"})
+    assert done["report"]["status"] == "mitigated" and len(context.cluster.executed) == 1
+
+
+def test_malformed_approval_answer_is_refused(context):
+    context.cluster = FakeCluster()
+    graph = _graph()
+    _start(graph, context, BAD_NODE)
+    with pytest.raises(ValueError, match="approval answer"):
+        _resume(graph, context, {"approved": True})
+    assert context.cluster.executed == []
+
+
+def test_incident_text_cannot_order_a_deletion(context):
+    context.cluster, context.sla = FakeCluster(), FakeSla("verified")
+    incident = json.loads((ROOT / "examples" / "injection-delete-request.json").read_text())
+    state = _start(_graph(), context, incident)
+    executed = [p["operation"] for p in context.cluster.executed]
+    assert "delete_deployment" not in executed
+    assert state.get("report", {}).get("mitigation") != "M6"
+
+
+def test_routes_refuse_unexpected_states():
+    with pytest.raises(ValueError):
+        route_after_guard({"plan": {"mitigation": "M2"}, "guard": {"verdict": "maybe"}})
+    with pytest.raises(ValueError):
+        route_after_act({"action": {"status": "exploded"}})
+    with pytest.raises(ValueError):
+        route_after_verify({"verification": {"status": "probably"}})
+
+
+def test_examples_are_valid_incidents():
+    from agent.schemas import Incident
+
+    files = sorted((ROOT / "examples").glob("*.json"))
+    assert len(files) >= 5
+    for path in files:
+        Incident.model_validate(json.loads(Path(path).read_text()))

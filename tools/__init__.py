@@ -1,0 +1,1 @@
+"""Tools that touch the world (cluster, metrics, postmortems, escalation) and the guard before them."""
