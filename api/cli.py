@@ -157,9 +157,47 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade = db_sub.add_parser("upgrade", help="apply schema migrations (also done on first use)")
     upgrade.set_defaults(func=cmd_db_upgrade)
 
+    serve = sub.add_parser("serve", help="run the service: webhooks, REST, approvals, /metrics")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.set_defaults(func=cmd_serve)
+
+    report = sub.add_parser("report", help="reports over labeled incidents")
+    report_sub = report.add_subparsers(dest="report_command", required=True, metavar="REPORT_COMMAND")
+    gaps = report_sub.add_parser("gaps", help="the automation-gap report (paper Tables 2-3, Figures 1-3, TTM)")
+    gaps.add_argument("--dataset", required=True, type=Path, help="labeled JSONL dataset")
+    gaps.add_argument("--format", choices=["md", "csv", "json"], default="md", help="output format (default md)")
+    gaps.set_defaults(func=cmd_report_gaps)
+
     demo = sub.add_parser("demo", help="triage the example incidents and score the labeled dataset")
     demo.set_defaults(func=cmd_demo)
     return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    # uvicorn handles SIGTERM/SIGINT gracefully: the lifespan stops the worker after runs in flight finish.
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
+    return 0
+
+
+def cmd_report_gaps(args: argparse.Namespace) -> int:
+    from evals.dataset import DatasetError, load_dataset
+    from evals.gaps import gap_report, to_csv, to_markdown
+
+    try:
+        cases = load_dataset(args.dataset)
+    except (OSError, DatasetError) as exc:
+        return _fail(str(exc))
+    report = gap_report(cases)
+    if args.format == "json":
+        print(json.dumps(report))
+    else:
+        print(to_csv(report) if args.format == "csv" else to_markdown(report), end="")
+    return 0
 
 
 def cmd_demo(_: argparse.Namespace) -> int:

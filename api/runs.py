@@ -38,6 +38,44 @@ def _finish(recorder: StoreRecorder, run_id: str, result: dict[str, Any]) -> Run
     return RunOutcome(run_id, report["status"], report)
 
 
+def create_run(
+    incident: Incident,
+    *,
+    source: str,
+    payload: dict[str, Any],
+    recorder: StoreRecorder,
+    engine: str,
+    fingerprint: str | None = None,
+) -> str | None:
+    """Store the incident and a queued run, committed before anyone is told "accepted".
+
+    Returns the run id, or None when the incident was already stored (a duplicate delivery).
+    """
+    if not recorder.save_incident(incident, source=source, payload=payload, fingerprint=fingerprint):
+        return None
+    run_id = uuid.uuid4().hex
+    recorder.start_run(run_id, incident.id, engine, status="queued")
+    return run_id
+
+
+def execute_run(run_id: str, *, recorder: StoreRecorder, context: TriageContext, checkpointer: Any) -> RunOutcome:
+    """Run (or continue) a stored run. Safe to call again after a crash: it resumes from the checkpoint."""
+    config: dict[str, Any] = {"configurable": {"thread_id": run_id}}
+    graph = build_graph(checkpointer)
+    snapshot = graph.get_state(config)
+    if snapshot.values:
+        return resume_run(run_id, recorder=recorder, context=context, checkpointer=checkpointer)
+    incident = recorder.incident_for_run(run_id)
+    recorder.set_run_status(run_id, "running")
+    result = graph.invoke(
+        {"run_id": run_id, "incident": incident.model_dump(mode="json")},
+        config=config,
+        context=context,
+        durability="sync",
+    )
+    return _finish(recorder, run_id, result)
+
+
 def start_run(
     incident: Incident,
     *,
@@ -47,17 +85,14 @@ def start_run(
     context: TriageContext,
     checkpointer: Any,
 ) -> RunOutcome:
-    recorder.save_incident(incident, source=source, payload=payload)
-    run_id = uuid.uuid4().hex
-    recorder.start_run(run_id, incident.id, "llm" if context.llm else "rulebook")
-    graph = build_graph(checkpointer)
-    result = graph.invoke(
-        {"run_id": run_id, "incident": incident.model_dump(mode="json")},
-        config={"configurable": {"thread_id": run_id}},
-        context=context,
-        durability="sync",
+    """Store and run at once (the CLI). A repeated incident id gets a new run on the stored incident."""
+    run_id = create_run(
+        incident, source=source, payload=payload, recorder=recorder, engine="llm" if context.llm else "rulebook"
     )
-    return _finish(recorder, run_id, result)
+    if run_id is None:
+        run_id = uuid.uuid4().hex
+        recorder.start_run(run_id, incident.id, "llm" if context.llm else "rulebook", status="queued")
+    return execute_run(run_id, recorder=recorder, context=context, checkpointer=checkpointer)
 
 
 def resume_run(

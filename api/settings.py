@@ -29,6 +29,15 @@ class Settings(BaseSettings):
     policy_path: Path | None = None
     propose_only: bool = Field(default=False, description="never write to a cluster, even with one configured")
 
+    # The service (mitigate serve). Every door is authenticated; unset secrets close their door.
+    api_token: SecretStr = Field(default=SecretStr(""), description="bearer token for REST and approvals")
+    alertmanager_token: SecretStr = Field(default=SecretStr(""), description="bearer token Alertmanager sends")
+    incident_webhook_secret: SecretStr = Field(default=SecretStr(""), description="HMAC key for /webhooks/incident")
+    webhook_replay_window_s: int = Field(default=300, gt=0)
+    max_body_bytes: int = Field(default=1_000_000, gt=0)
+    rate_limit_per_minute: int = Field(default=600, gt=0, description="per source address and door")
+    worker_threads: int = Field(default=2, ge=1, le=32)
+
     def use_llm(self) -> bool:
         if self.engine == "rulebook":
             return False

@@ -23,7 +23,9 @@ class IncidentRow(Base):
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     source: Mapped[str] = mapped_column(String(40), default="cli")
     title: Mapped[str] = mapped_column(Text, default="")
+    # The incident as the agent sees it; `raw` keeps what arrived (alert payload, ticket) for audit.
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    raw: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     fingerprint: Mapped[str | None] = mapped_column(String(200), index=True)
     status: Mapped[str] = mapped_column(String(40), default="open")
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -33,17 +33,26 @@ class StoreRecorder:
                     id=incident.id,
                     source=source,
                     title=incident.title,
-                    payload=payload,
+                    payload=incident.model_dump(mode="json"),
+                    raw=payload,
                     fingerprint=fingerprint,
                     started_at=incident.started_at,
                 )
             )
             return True
 
-    def start_run(self, run_id: str, incident_id: str, engine: str) -> None:
+    def start_run(self, run_id: str, incident_id: str, engine: str, status: str = "running") -> None:
         with self._sessions.begin() as session:
             if session.get(RunRow, run_id) is None:
-                session.add(RunRow(id=run_id, incident_id=incident_id, engine=engine))
+                session.add(RunRow(id=run_id, incident_id=incident_id, engine=engine, status=status))
+
+    def incident_for_run(self, run_id: str) -> Incident:
+        """The incident as stored now (a `resolved` update that arrived while queued is included)."""
+        with self._sessions() as session:
+            run = session.get(RunRow, run_id)
+            if run is None:
+                raise LookupError(f"no run {run_id}")
+            return Incident.model_validate(run.incident.payload)
 
     def set_run_status(self, run_id: str, status: str) -> None:
         with self._sessions.begin() as session:
@@ -165,3 +174,79 @@ def _action_dict(row: ActionRow) -> dict[str, Any]:
         "dry_run": row.dry_run,
         "result": row.result,
     }
+
+
+class IncidentQueries:
+    """Read side for the service: incident lists and timelines, and updates from resolved alerts."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def mark_resolved(self, incident_id: str, ends_at: str | None) -> bool:
+        """Record that the incident's alert resolved. Queued runs will see it as evidence for M5."""
+        with self._sessions.begin() as session:
+            incident = session.get(IncidentRow, incident_id)
+            if incident is None:
+                return False
+            payload = dict(incident.payload)
+            alert = dict(payload.get("alert") or {})
+            alert["status"], alert["endsAt"] = "resolved", ends_at
+            payload["alert"] = alert
+            incident.payload = payload
+            if incident.status in ("open", "proposed", "escalated", "awaiting_approval"):
+                incident.status = f"{incident.status}+alert_resolved" if incident.status != "open" else "alert_resolved"
+            return True
+
+    def list_incidents(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self._sessions() as session:
+            rows = session.scalars(select(IncidentRow).order_by(IncidentRow.received_at.desc()).limit(limit))
+            return [
+                {
+                    "id": r.id,
+                    "title": r.title,
+                    "source": r.source,
+                    "status": r.status,
+                    "received_at": r.received_at.isoformat(),
+                }
+                for r in rows
+            ]
+
+    def timeline(self, incident_id: str) -> dict[str, Any] | None:
+        with self._sessions() as session:
+            incident = session.get(IncidentRow, incident_id)
+            if incident is None:
+                return None
+            runs = []
+            for run in incident.runs:
+                checks = session.scalars(select(SlaCheckRow).where(SlaCheckRow.run_id == run.id)).all()
+                runs.append(
+                    {
+                        "id": run.id,
+                        "status": run.status,
+                        "engine": run.engine,
+                        "steps": [
+                            {"node": s.node, "summary": s.summary, "data": s.data, "at": s.finished_at.isoformat()}
+                            for s in run.steps
+                        ],
+                        "actions": [
+                            _action_dict(a)
+                            | {
+                                "approvals": [
+                                    {"by": p.approver, "decision": p.decision, "reason": p.reason} for p in a.approvals
+                                ]
+                            }
+                            for a in run.actions
+                        ],
+                        "sla_checks": [{"status": c.status, "details": c.details} for c in checks],
+                        "report": run.report,
+                    }
+                )
+            return {
+                "id": incident.id,
+                "title": incident.title,
+                "source": incident.source,
+                "status": incident.status,
+                "incident": incident.payload,
+                "received_at": incident.received_at.isoformat(),
+                "runs": runs,
+            }

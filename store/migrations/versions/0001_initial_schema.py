@@ -33,6 +33,7 @@ def upgrade() -> None:
     sa.Column('source', sa.String(length=40), nullable=False),
     sa.Column('title', sa.Text(), nullable=False),
     sa.Column('payload', sa.JSON(), nullable=False),
+    sa.Column('raw', sa.JSON(), nullable=True),
     sa.Column('fingerprint', sa.String(length=200), nullable=True),
     sa.Column('status', sa.String(length=40), nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),

@@ -1,0 +1,74 @@
+"""`mitigate serve`: the FastAPI application. Every way in stores an incident and hands a run to the
+worker; the graph does the rest."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+
+from api.security import RateLimiter
+from api.service_metrics import ServiceMetrics
+from api.settings import Settings, get_settings
+from api.wiring import Store, make_context, open_checkpointer, open_store
+from api.worker import RunWorker
+from store.recorder import IncidentQueries
+
+
+@dataclass
+class Service:
+    settings: Settings
+    store: Store
+    queries: IncidentQueries
+    worker: RunWorker
+    metrics: ServiceMetrics
+    limiter: RateLimiter
+    checkpointer: Any
+    make_context: Callable[[], Any]
+
+
+def create_app(settings: Settings | None = None, *, context_factory: Callable[[Store], Any] | None = None) -> FastAPI:
+    """Build the app. `context_factory` lets tests and the simulator inject a cluster, SLA verifier or LLM."""
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = open_store(settings)
+        metrics = ServiceMetrics()
+        with open_checkpointer(settings.database_url) as checkpointer:
+
+            def make() -> Any:
+                return context_factory(store) if context_factory else make_context(settings, store.recorder)
+
+            worker = RunWorker(store.recorder, make, checkpointer, settings.worker_threads, metrics.observe)
+            app.state.service = Service(
+                settings,
+                store,
+                IncidentQueries(store.sessions),
+                worker,
+                metrics,
+                RateLimiter(settings.rate_limit_per_minute),
+                checkpointer,
+                make,
+            )
+            worker.start()
+            try:
+                yield
+            finally:
+                worker.stop()
+
+    from api.routes import approvals, health, incidents, webhooks
+
+    app = FastAPI(
+        title="mitigate",
+        version="0.1.0",
+        description="Incident copilot for LLM serving platforms: webhooks and REST start triage runs; "
+        "approvals resume paused runs.",
+        lifespan=lifespan,
+    )
+    for module in (webhooks, incidents, approvals, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,50 @@
+"""Liveness, readiness and mitigate's own metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+from fastapi.concurrency import run_in_threadpool
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from api.deps import ServiceDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(service: ServiceDep, response: Response) -> dict[str, Any]:
+    def check() -> dict[str, str]:
+        checks: dict[str, str] = {}
+        try:
+            with service.store.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:  # readiness reports, it does not crash
+            checks["database"] = f"error: {type(exc).__name__}"
+        try:
+            service.checkpointer.get_tuple({"configurable": {"thread_id": "readyz-probe"}})
+            checks["checkpointer"] = "ok"
+        except Exception as exc:
+            checks["checkpointer"] = f"error: {type(exc).__name__}"
+        context = service.make_context()
+        checks["retriever"] = "ok" if context.retriever is not None else "not_configured"
+        return checks
+
+    checks = await run_in_threadpool(check)
+    ready = all(v in ("ok", "not_configured") for v in checks.values())
+    if not ready:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return {"ready": ready, "checks": checks}
+
+
+@router.get("/metrics")
+async def metrics(service: ServiceDep) -> Response:
+    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,93 @@
+"""Ways in for machines: Alertmanager, and the project's own signed incident format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from agent.schemas import Incident
+from api.alertmanager import AlertmanagerPayload, alert_fingerprint, incident_from_alert, incident_id_for
+from api.app import Service
+from api.deps import ServiceDep, client_of, read_body
+from api.runs import create_run
+from api.security import require_bearer, require_signature
+from api.worker import Job
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+
+def _invalid(exc: ValidationError, service: Service, where: str) -> HTTPException:
+    service.metrics.errors.labels(where, "invalid_payload").inc()
+    errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False)]
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"reason": "invalid payload", "errors": errors})
+
+
+def _accept(
+    service: Service, incident: Incident, source: str, raw: dict[str, Any], fingerprint: str | None = None
+) -> str | None:
+    engine = "llm" if service.settings.use_llm() else "rulebook"
+    run_id = create_run(
+        incident, source=source, payload=raw, recorder=service.store.recorder, engine=engine, fingerprint=fingerprint
+    )
+    if run_id is None:
+        service.metrics.duplicates.labels(source).inc()
+        return None
+    service.metrics.incidents.labels(source).inc()
+    service.worker.submit(Job(run_id))
+    return run_id
+
+
+@router.post(
+    "/alertmanager",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Alertmanager webhook (version 4); bearer token; deduplicated by fingerprint and start",
+)
+async def alertmanager(request: Request, service: ServiceDep) -> dict[str, Any]:
+    service.limiter.check("alertmanager", client_of(request))
+    require_bearer(request, service.settings.alertmanager_token, "the Alertmanager webhook")
+    body = await read_body(request, service.settings.max_body_bytes)
+    try:
+        payload = AlertmanagerPayload.model_validate_json(body)
+    except ValidationError as exc:
+        raise _invalid(exc, service, "alertmanager") from None
+
+    def store() -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {"accepted": [], "duplicates": [], "resolved": []}
+        for alert in payload.alerts:
+            incident_id = incident_id_for(alert)
+            if alert.status == "resolved":
+                ends = alert.endsAt.isoformat() if alert.endsAt else None
+                if service.queries.mark_resolved(incident_id, ends):
+                    out["resolved"].append(incident_id)
+                    continue
+            run_id = _accept(
+                service,
+                incident_from_alert(alert),
+                "alertmanager",
+                alert.model_dump(mode="json") | {"groupKey": payload.groupKey},
+                fingerprint=alert_fingerprint(alert),
+            )
+            out["accepted" if run_id else "duplicates"].append(incident_id)
+        return out
+
+    return await run_in_threadpool(store)
+
+
+@router.post(
+    "/incident",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="The project's incident format (docs/datasets.md), HMAC-signed",
+)
+async def incident_webhook(request: Request, service: ServiceDep) -> dict[str, Any]:
+    service.limiter.check("incident", client_of(request))
+    body = await read_body(request, service.settings.max_body_bytes)
+    require_signature(request, body, service.settings.incident_webhook_secret, service.settings.webhook_replay_window_s)
+    try:
+        incident = Incident.model_validate_json(body)
+    except ValidationError as exc:
+        raise _invalid(exc, service, "incident") from None
+    run_id = await run_in_threadpool(_accept, service, incident, "webhook", incident.model_dump(mode="json"))
+    return {"incident_id": incident.id, "run_id": run_id, "duplicate": run_id is None}

@@ -1,0 +1,68 @@
+"""Door checks for the service: bearer tokens and HMAC signatures compared in constant time, a
+replay window, and a per-source rate limit. Secrets are SecretStr and never appear in messages."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from collections import defaultdict
+
+from fastapi import HTTPException, Request, status
+from pydantic import SecretStr
+
+
+def require_bearer(request: Request, secret: SecretStr, door: str) -> None:
+    expected = secret.get_secret_value()
+    if not expected:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"{door} is closed: no token configured on the server")
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def require_signature(request: Request, body: bytes, secret: SecretStr, window_s: int) -> None:
+    """`X-Mitigate-Timestamp` (unix seconds) and `X-Mitigate-Signature: sha256=HMAC(secret, ts + "." + body)`."""
+    key = secret.get_secret_value()
+    if not key:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "incident webhook is closed: no secret configured")
+    timestamp = request.headers.get("x-mitigate-timestamp", "")
+    signature = request.headers.get("x-mitigate-signature", "")
+    try:
+        age = abs(time.time() - int(timestamp))
+    except ValueError:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or malformed X-Mitigate-Timestamp") from None
+    if age > window_s:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"timestamp outside the {window_s}s replay window")
+    if not hmac.compare_digest(signature.encode(), sign(key, timestamp, body).encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bad signature")
+
+
+class RateLimiter:
+    """A token bucket per (door, source address)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self._rate = per_minute / 60.0
+        self._burst = float(per_minute)
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = defaultdict(lambda: (self._burst, time.monotonic()))
+        self._lock = threading.Lock()
+
+    def check(self, door: str, source: str) -> None:
+        with self._lock:
+            tokens, last = self._buckets[(door, source)]
+            now = time.monotonic()
+            tokens = min(self._burst, tokens + (now - last) * self._rate)
+            if tokens < 1:
+                self._buckets[(door, source)] = (tokens, now)
+                raise HTTPException(
+                    status.HTTP_429_TOO_MANY_REQUESTS, f"rate limit for {door} exceeded", headers={"Retry-After": "1"}
+                )
+            self._buckets[(door, source)] = (tokens - 1, now)

@@ -1,0 +1,111 @@
+"""The background worker of `mitigate serve`: executes stored runs off the request path.
+
+Work lives in the database, not in this queue: a run is committed as `queued` before its webhook is
+acknowledged, so runs that were queued or running when a process died are found again at start-up
+and continue from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from api.runs import RunOutcome, execute_run, resume_run
+from store.recorder import StoreRecorder
+
+log = logging.getLogger("mitigate.worker")
+
+
+@dataclass(frozen=True)
+class Job:
+    run_id: str
+    answer: dict[str, Any] | None = None  # an approval answer resumes a paused run
+
+
+class RunWorker:
+    def __init__(
+        self,
+        recorder: StoreRecorder,
+        make_context: Callable[[], Any],
+        checkpointer: Any,
+        threads: int = 2,
+        on_outcome: Callable[[RunOutcome, float], None] | None = None,
+    ) -> None:
+        self._recorder = recorder
+        self._make_context = make_context
+        self._checkpointer = checkpointer
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"mitigate-run-{i}", daemon=True) for i in range(threads)
+        ]
+        self._on_outcome = on_outcome
+        self._busy = 0
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+
+    def start(self) -> int:
+        """Start the threads and pick up runs a previous process left unfinished."""
+        for thread in self._threads:
+            thread.start()
+        pending = self._recorder.runs_with_status("queued", "running")
+        for run_id in pending:
+            self.submit(Job(run_id))
+        return len(pending)
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            self._busy += 1
+        self._jobs.put(job)
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout=timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the runs in flight; queued ones stay `queued` in the database for the next start."""
+        pending: list[Job] = []
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                pending.append(job)
+        with self._lock:
+            self._busy -= len(pending)
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            started = time.monotonic()
+            try:
+                context = self._make_context()
+                if job.answer is None:
+                    outcome = execute_run(
+                        job.run_id, recorder=self._recorder, context=context, checkpointer=self._checkpointer
+                    )
+                else:
+                    outcome = resume_run(
+                        job.run_id,
+                        recorder=self._recorder,
+                        context=context,
+                        checkpointer=self._checkpointer,
+                        answer=job.answer,
+                    )
+                if self._on_outcome is not None:
+                    self._on_outcome(outcome, time.monotonic() - started)
+            except Exception:  # one broken run must not stop the worker; it stays resumable
+                log.exception("run %s failed", job.run_id)
+                self._recorder.set_run_status(job.run_id, "failed")
+            finally:
+                with self._idle:
+                    self._busy -= 1
+                    self._idle.notify_all()

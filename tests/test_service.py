@@ -1,0 +1,198 @@
+"""The service through HTTP: Alertmanager webhook, signed incidents, REST, approvals, health, metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from agent.context import TriageContext
+from agent.rulebook import load_rulebook
+from api.app import create_app
+from api.security import sign
+from api.settings import Settings
+from tests.fakes import FakeCluster, FakeSla
+from tools.guard import load_policy
+
+AM_TOKEN, API_TOKEN, HMAC_KEY = "am-token-123", "api-token-456", "hmac-key-789"
+
+
+def _settings(tmp_path: Path, **extra: Any) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{tmp_path}/svc.db",
+        engine="rulebook",
+        alertmanager_token=SecretStr(AM_TOKEN),
+        api_token=SecretStr(API_TOKEN),
+        incident_webhook_secret=SecretStr(HMAC_KEY),
+        **extra,
+    )
+
+
+@pytest.fixture
+def cluster() -> FakeCluster:
+    return FakeCluster()
+
+
+@pytest.fixture
+def client(tmp_path: Path, cluster: FakeCluster) -> Iterator[TestClient]:
+    def context(store: Any) -> TriageContext:
+        return TriageContext(
+            rulebook=load_rulebook(),
+            policy=load_policy(),
+            recorder=store.recorder,
+            cluster=cluster,
+            sla=FakeSla("verified"),
+        )
+
+    with TestClient(create_app(_settings(tmp_path), context_factory=context)) as test_client:
+        yield test_client
+
+
+def _am_payload(status: str = "firing", alertname: str = "EngineRequestsWaitingHigh", **labels: str) -> dict:
+    alert = {
+        "status": status,
+        "labels": {"alertname": alertname, "namespace": "llm-serving", "deployment": "llama-70b", **labels},
+        "annotations": {"summary": "429 throttling, queue backlog on all replicas"},
+        "startsAt": "2026-11-24T10:00:00Z",
+        "fingerprint": "abc123",
+    }
+    if status == "resolved":
+        alert["endsAt"] = "2026-11-24T10:05:00Z"
+    return {
+        "version": "4",
+        "groupKey": '{}:{alertname="X"}',
+        "status": status,
+        "receiver": "mitigate",
+        "alerts": [alert],
+    }
+
+
+def _wait(client: TestClient, incident_id: str, predicate, deadline_s: float = 30) -> dict:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        body = client.get(f"/incidents/{incident_id}", headers={"Authorization": f"Bearer {API_TOKEN}"}).json()
+        if predicate(body):
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached: {json.dumps(body)[:2000]}")
+        time.sleep(0.05)
+
+
+def _am(client: TestClient, payload: dict, token: str = AM_TOKEN):
+    return client.post("/webhooks/alertmanager", json=payload, headers={"Authorization": f"Bearer {token}"})
+
+
+def test_alert_is_stored_triaged_and_deduplicated(client, cluster):
+    first = _am(client, _am_payload())
+    assert first.status_code == 202 and len(first.json()["accepted"]) == 1
+    incident_id = first.json()["accepted"][0]
+    second = _am(client, _am_payload())
+    assert second.json() == {"accepted": [], "duplicates": [incident_id], "resolved": []}
+    body = _wait(client, incident_id, lambda b: b["runs"] and b["runs"][0]["status"] == "mitigated")
+    assert len(body["runs"]) == 1 and len(cluster.executed) == 1
+    run = body["runs"][0]
+    assert [s["node"] for s in run["steps"]][:3] == ["intake", "retrieve", "classify"]
+    assert run["actions"][0]["operation"] == "scale_out" and run["sla_checks"][0]["status"] == "verified"
+
+
+def test_resolved_notification_updates_the_incident(client):
+    incident_id = _am(client, _am_payload()).json()["accepted"][0]
+    resolved = _am(client, _am_payload("resolved"))
+    assert resolved.json()["resolved"] == [incident_id]
+    body = _wait(client, incident_id, lambda b: b["incident"]["alert"]["status"] == "resolved")
+    assert body["incident"]["alert"]["endsAt"].startswith("2026-11-24T10:05")
+
+
+@pytest.mark.parametrize(
+    ("payload", "where"),
+    [
+        ({"version": "4"}, "groupKey"),
+        ({**_am_payload(), "alerts": []}, "alerts"),
+        ({**_am_payload(), "version": "3"}, "version"),
+    ],
+)
+def test_malformed_alerts_get_422_with_the_reason_and_store_nothing(client, payload, where):
+    response = _am(client, payload)
+    assert response.status_code == 422
+    assert any(where in ".".join(map(str, e["loc"])) for e in response.json()["detail"]["errors"])
+    assert client.get("/incidents", headers={"Authorization": f"Bearer {API_TOKEN}"}).json() == []
+
+
+def test_missing_or_wrong_token_gets_401(client):
+    assert _am(client, _am_payload(), token="wrong").status_code == 401
+    assert client.post("/webhooks/alertmanager", json=_am_payload()).status_code == 401
+    assert client.get("/incidents").status_code == 401
+    assert client.get("/incidents", headers={"Authorization": f"Bearer {API_TOKEN}"}).json() == []
+
+
+def test_signed_incident_webhook(client):
+    body = json.dumps(
+        {
+            "id": "W-1",
+            "title": "HTTP 408 on streaming, still failing",
+            "alert": {"labels": {"alertname": "x", "namespace": "llm-serving", "deployment": "d-1"}},
+        }
+    )
+    ts = str(int(time.time()))
+    good = {
+        "X-Mitigate-Timestamp": ts,
+        "X-Mitigate-Signature": sign(HMAC_KEY, ts, body.encode()),
+        "Content-Type": "application/json",
+    }
+    assert client.post("/webhooks/incident", content=body, headers=good).status_code == 202
+    stale_ts = str(int(time.time()) - 3600)
+    stale = {**good, "X-Mitigate-Timestamp": stale_ts, "X-Mitigate-Signature": sign(HMAC_KEY, stale_ts, body.encode())}
+    assert client.post("/webhooks/incident", content=body, headers=stale).status_code == 401
+    forged = {**good, "X-Mitigate-Signature": sign("other-key", ts, body.encode())}
+    assert client.post("/webhooks/incident", content=body, headers=forged).status_code == 401
+    tampered = body.replace("W-1", "W-2")
+    assert client.post("/webhooks/incident", content=tampered, headers=good).status_code == 401
+    _wait(client, "W-1", lambda b: b["runs"] and b["runs"][0]["status"] == "awaiting_approval")
+    assert client.get("/incidents/W-2", headers={"Authorization": f"Bearer {API_TOKEN}"}).status_code == 404
+
+
+def test_approval_over_rest_resumes_the_run_once(client, cluster):
+    response = client.post(
+        "/incidents",
+        headers={"Authorization": f"Bearer {API_TOKEN}"},
+        json={
+            "id": "R-1",
+            "title": "XID 79 on node aks-gpu-7, pods there failing, still failing",
+            "alert": {"labels": {"alertname": "GPUXid", "node": "aks-gpu-7", "namespace": "llm-serving"}},
+        },
+    )
+    run_id = response.json()["run_id"]
+    _wait(client, "R-1", lambda b: b["runs"][0]["status"] == "awaiting_approval")
+    assert cluster.executed == []
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    assert client.post(f"/runs/{run_id}/approve", json={"by": "alice"}, headers=auth).status_code == 202
+    body = _wait(client, "R-1", lambda b: b["runs"][0]["status"] == "mitigated")
+    assert body["runs"][0]["actions"][0]["approvals"] == [{"by": "alice", "decision": "approve", "reason": ""}]
+    again = client.post(f"/runs/{run_id}/approve", json={"by": "bob"}, headers=auth)
+    assert again.status_code == 409 and len(cluster.executed) == 1
+
+
+def test_oversized_body_is_refused(client):
+    huge = {"version": "4", "groupKey": "x" * 2_000_000, "status": "firing", "alerts": []}
+    response = _am(client, huge)
+    assert response.status_code == 413
+
+
+def test_health_ready_and_metrics(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready["ready"] and ready["checks"]["database"] == "ok" and ready["checks"]["retriever"] == "not_configured"
+    incident_id = _am(client, _am_payload()).json()["accepted"][0]
+    _am(client, _am_payload())
+    _wait(client, incident_id, lambda b: b["runs"][0]["status"] == "mitigated")
+    text = client.get("/metrics").text
+    assert 'mitigate_incidents_received_total{source="alertmanager"} 1.0' in text
+    assert 'mitigate_alerts_deduplicated_total{source="alertmanager"} 1.0' in text
+    assert 'mitigate_runs_total{status="mitigated"} 1.0' in text
+    assert "mitigate_triage_seconds_count 1.0" in text
