@@ -1,0 +1,140 @@
+"""Benchmark: accepted alerts per second through POST /webhooks/alertmanager (incident and queued run
+committed before the 202), against a bare FastAPI endpoint doing nothing, both served by uvicorn on
+loopback in this run; then a bounded storm of alerts with many duplicates: zero lost, duplicates collapsed.
+
+usage: .venv/bin/python bench/webhook.py [--requests 600] [--storm 2000] [--distinct 500] [--concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-token"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT,
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"{app} did not start")
+
+
+def _payload(i: int) -> dict:
+    return {
+        "version": "4",
+        "groupKey": f"g{i}",
+        "status": "firing",
+        "alerts": [
+            {
+                "status": "firing",
+                "startsAt": "2026-11-24T10:00:00Z",
+                "fingerprint": f"fp{i:06d}",
+                "labels": {"alertname": "BenchAlert", "namespace": "llm-serving", "deployment": f"d-{i}"},
+                "annotations": {"summary": "benchmark alert"},
+            }
+        ],
+    }
+
+
+async def _fire(url: str, ids: list[int], concurrency: int) -> tuple[float, list[dict]]:
+    results: list[dict] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in ids:
+        queue.put_nowait(i)
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as client:
+
+        async def worker() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                response = await client.post(url, json=_payload(i))
+                response.raise_for_status()
+                results.append(response.json())
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - started, results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("--storm", type=int, default=2000)
+    parser.add_argument("--distinct", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MITIGATE_")}
+        env |= {
+            "MITIGATE_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
+            "MITIGATE_ENGINE": "rulebook",
+            "MITIGATE_ALERTMANAGER_TOKEN": TOKEN,
+            "MITIGATE_API_TOKEN": TOKEN,
+            "MITIGATE_RATE_LIMIT_PER_MINUTE": "1000000",
+            "PYTHONPATH": str(ROOT),
+        }
+        bare_port, port = _port(), _port()
+        bare = _serve("bench.bare_app:app", bare_port, env)
+        real = _serve("api.asgi:app", port, env)
+        try:
+            n = args.requests
+            bare_s, _ = asyncio.run(
+                _fire(f"http://127.0.0.1:{bare_port}/webhooks/alertmanager", list(range(n)), args.concurrency)
+            )
+            real_s, _ = asyncio.run(
+                _fire(f"http://127.0.0.1:{port}/webhooks/alertmanager", list(range(10**6, 10**6 + n)), args.concurrency)
+            )
+            print(
+                f"bare FastAPI endpoint: {n / bare_s:.0f} req/s; /webhooks/alertmanager: {n / real_s:.0f} "
+                f"accepted alerts/s; ratio {bare_s / real_s:.2f} (target >= 0.5)"
+            )
+            storm_ids = [i % args.distinct for i in range(args.storm)]
+            storm_s, results = asyncio.run(
+                _fire(f"http://127.0.0.1:{port}/webhooks/alertmanager", storm_ids, args.concurrency)
+            )
+            accepted = {x for r in results for x in r["accepted"]}
+            duplicates = sum(len(r["duplicates"]) for r in results)
+            stored = len(
+                httpx.get(
+                    f"http://127.0.0.1:{port}/incidents?limit=500", headers={"Authorization": f"Bearer {TOKEN}"}
+                ).json()
+            )
+            print(
+                f"storm: {args.storm} deliveries of {args.distinct} distinct alerts in {storm_s:.1f}s: "
+                f"{len(accepted)} incidents accepted, {duplicates} duplicates collapsed, "
+                f"{len(results)} answered, lost {args.storm - len(results)}; listed {stored}"
+            )
+        finally:
+            for proc in (bare, real):
+                proc.terminate()
+                proc.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Kill -9 the real server between accepting an alert and finishing its run: after a restart the run
+completes, the incident is there, and the cluster action is not repeated."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+TOKEN = "restart-test-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _until(check: Callable[[], bool], what: str, deadline_s: float = 60) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _serve(tmp_path: Path, port: int, sla_mode: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MITIGATE_", "OPENAI_"))}
+    env |= {
+        "MITIGATE_DATABASE_URL": f"sqlite:///{tmp_path}/svc.db",
+        "MITIGATE_ENGINE": "rulebook",
+        "MITIGATE_ALERTMANAGER_TOKEN": TOKEN,
+        "MITIGATE_API_TOKEN": TOKEN,
+        "TEST_CLUSTER_LOG": str(tmp_path / "cluster.log"),
+        "TEST_SLA_MODE": sla_mode,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "tests.serve_app:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / f"serve-{sla_mode}.log", "wb"),
+    )  # noqa: SIM115
+    _until(lambda: _get(port, "/healthz") is not None, "the server to answer")
+    return proc
+
+
+def _get(port: int, path: str) -> dict | None:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return json.loads(response.read())
+    except OSError:
+        return None
+
+
+def _post_alert(port: int) -> dict:
+    payload = {
+        "version": "4",
+        "groupKey": "g",
+        "status": "firing",
+        "alerts": [
+            {
+                "status": "firing",
+                "startsAt": "2026-11-24T10:00:00Z",
+                "fingerprint": "f00d",
+                "labels": {
+                    "alertname": "EngineRequestsWaitingHigh",
+                    "namespace": "llm-serving",
+                    "deployment": "llama-70b",
+                },
+                "annotations": {"summary": "429 throttling and queue backlog on every replica"},
+            }
+        ],
+    }
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/webhooks/alertmanager",
+        data=json.dumps(payload).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 202
+        return json.loads(response.read())
+
+
+def test_killed_server_finishes_the_run_after_restart_without_repeating_the_action(tmp_path):
+    port = _free_port()
+    log = tmp_path / "cluster.log"
+    server = _serve(tmp_path, port, "hang")
+    try:
+        incident_id = _post_alert(port)["accepted"][0]
+        _until(lambda: log.exists() and log.read_text().strip() != "", "the action to be executed")
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+    server = _serve(tmp_path, port, "verified")
+    try:
+
+        def finished() -> bool:
+            body = _get(port, f"/incidents/{incident_id}")
+            return bool(body and body["runs"] and body["runs"][0]["status"] == "mitigated")
+
+        _until(finished, "the resumed run to finish")
+        body = _get(port, f"/incidents/{incident_id}")
+        assert body is not None and len(body["runs"]) == 1
+        assert len(log.read_text().splitlines()) == 1
+        assert _post_alert(port)["duplicates"] == [incident_id]  # a redelivery after restart starts nothing
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
