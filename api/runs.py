@@ -51,11 +51,11 @@ def create_run(
 
     Returns the run id, or None when the incident was already stored (a duplicate delivery).
     """
-    if not recorder.save_incident(incident, source=source, payload=payload, fingerprint=fingerprint):
-        return None
     run_id = uuid.uuid4().hex
-    recorder.start_run(run_id, incident.id, engine, status="queued")
-    return run_id
+    stored = recorder.save_incident_with_run(
+        incident, run_id, source=source, payload=payload, engine=engine, fingerprint=fingerprint
+    )
+    return run_id if stored else None
 
 
 def execute_run(run_id: str, *, recorder: StoreRecorder, context: TriageContext, checkpointer: Any) -> RunOutcome:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.schemas import Incident
@@ -40,6 +41,38 @@ class StoreRecorder:
                 )
             )
             return True
+
+    def save_incident_with_run(
+        self,
+        incident: Incident,
+        run_id: str,
+        *,
+        source: str,
+        payload: dict[str, Any],
+        engine: str,
+        fingerprint: str | None = None,
+    ) -> bool:
+        """Store a new incident and its queued run in one transaction; False for an incident already stored."""
+        try:
+            with self._sessions.begin() as session:
+                if session.get(IncidentRow, incident.id) is not None:
+                    return False
+                session.add(
+                    IncidentRow(
+                        id=incident.id,
+                        source=source,
+                        title=incident.title,
+                        payload=incident.model_dump(mode="json"),
+                        raw=payload,
+                        fingerprint=fingerprint,
+                        started_at=incident.started_at,
+                    )
+                )
+                session.flush()
+                session.add(RunRow(id=run_id, incident_id=incident.id, engine=engine, status="queued"))
+            return True
+        except IntegrityError:  # the same delivery racing in on another thread or replica
+            return False
 
     def start_run(self, run_id: str, incident_id: str, engine: str, status: str = "running") -> None:
         with self._sessions.begin() as session:
