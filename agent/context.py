@@ -72,6 +72,7 @@ class MemoryRecorder:
                 "dry_run": None,
                 "result": None,
                 "executed_at": None,
+                "requested_at": datetime.now(UTC).isoformat(),
             }
         return dict(self.actions[key])
 

@@ -19,6 +19,7 @@ class TriageState(TypedDict, total=False):
     entities: dict[str, str]
     precedents: list[dict[str, Any]]
     retrieval: dict[str, Any]
+    cluster_evidence: dict[str, Any]
     classification: dict[str, Any]
     plan: dict[str, Any]
     guard: dict[str, Any]

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     rulebook_path: Path | None = None
     policy_path: Path | None = None
     propose_only: bool = Field(default=False, description="never write to a cluster, even with one configured")
+    kubeconfig: Path | None = Field(default=None, description="kubeconfig of mitigate's cluster identity")
+    kube_approved_kubeconfig: Path | None = Field(
+        default=None, description="kubeconfig of the identity allowed to delete deployments (M6, after 2 approvals)"
+    )
 
     # The service (mitigate serve). Every door is authenticated; unset secrets close their door.
     api_token: SecretStr = Field(default=SecretStr(""), description="bearer token for REST and approvals")
@@ -37,6 +41,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_000_000, gt=0)
     rate_limit_per_minute: int = Field(default=600, gt=0, description="per source address and door")
     worker_threads: int = Field(default=2, ge=1, le=32)
+
+    # Slack (the bot is mounted at /slack/events when a signing secret is set).
+    slack_bot_token: SecretStr = SecretStr("")
+    slack_signing_secret: SecretStr = SecretStr("")
+    slack_api_url: str = Field(default="https://slack.com/api/", description="Slack Web API base URL")
+    slack_approvers: str = Field(default="", description="comma-separated Slack user ids allowed to approve")
+    slack_alert_channel: str = Field(default="", description="channel for summaries of webhook incidents")
 
     def use_llm(self) -> bool:
         if self.engine == "rulebook":

@@ -30,6 +30,16 @@ def make_llm(settings: Settings) -> Any:
     return LLMEngine(client, settings.llm_model, load_rulebook(settings.rulebook_path or DEFAULT_RULEBOOK))
 
 
+def make_cluster(settings: Settings) -> Any:
+    if settings.kubeconfig is None:
+        return None
+    from tools.cluster import connect
+
+    policy = load_policy(settings.policy_path or DEFAULT_POLICY)
+    approved = str(settings.kube_approved_kubeconfig) if settings.kube_approved_kubeconfig else None
+    return connect(str(settings.kubeconfig), approved, max_pods_affected=policy.blast_radius["max_pods_affected"])
+
+
 def make_context(
     settings: Settings, recorder: Recorder, *, propose_only: bool | None = None, engine: str | None = None
 ) -> TriageContext:
@@ -40,6 +50,7 @@ def make_context(
         policy=load_policy(settings.policy_path or DEFAULT_POLICY),
         recorder=recorder,
         llm=make_llm(settings) if use_llm else None,
+        cluster=make_cluster(settings),
         propose_only=settings.propose_only if propose_only is None else propose_only,
     )
 

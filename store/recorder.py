@@ -6,7 +6,7 @@ action rows are keyed by an idempotency key so that a resumed run never repeats 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -122,6 +122,12 @@ class StoreRecorder:
                 "steps": [{"node": s.node, "summary": s.summary} for s in run.steps],
             }
 
+    def raw_for_run(self, run_id: str) -> dict[str, Any] | None:
+        """What arrived for the run's incident (alert payload, chat message coordinates)."""
+        with self._sessions() as session:
+            run = session.get(RunRow, run_id)
+            return None if run is None else run.incident.raw
+
     def runs_with_status(self, *statuses: str) -> list[str]:
         with self._sessions() as session:
             return list(session.scalars(select(RunRow.id).where(RunRow.status.in_(statuses))))
@@ -206,7 +212,13 @@ def _action_dict(row: ActionRow) -> dict[str, Any]:
         "reason": row.reason,
         "dry_run": row.dry_run,
         "result": row.result,
+        "requested_at": _aware(row.created_at).isoformat(),
     }
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every time mitigate stores is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class IncidentQueries:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from agent.context import TriageContext
 from agent.rulebook import load_rulebook
@@ -26,11 +27,16 @@ def main(argv: list[str]) -> None:
     store = open_store(settings)
     from tools.guard import load_policy
 
+    cluster: Any = FakeCluster(Path(log))
+    if "--kubeconfig" in argv:  # the real API server instead of the fake
+        from tools.cluster import connect
+
+        cluster = connect(argv[argv.index("--kubeconfig") + 1])
     context = TriageContext(
         rulebook=load_rulebook(),
         policy=load_policy(),
         recorder=store.recorder,
-        cluster=FakeCluster(Path(log)),
+        cluster=cluster,
         sla=FakeSla("verified", crash="--crash-in-verify" in argv),
     )
     with open_checkpointer(url) as checkpointer:

@@ -149,3 +149,16 @@ def test_examples_are_valid_incidents():
     assert len(files) >= 5
     for path in files:
         Incident.model_validate(json.loads(Path(path).read_text()))
+
+
+def test_a_late_approval_cannot_be_used(context):
+    from datetime import UTC, datetime, timedelta
+
+    context.cluster = FakeCluster()
+    graph = _graph()
+    _start(graph, context, BAD_NODE)
+    context.clock = lambda: datetime.now(UTC) + timedelta(seconds=context.policy.approval_ttl_seconds + 60)
+    report = _resume(graph, context, {"approved": True, "by": "alice"})["report"]
+    assert report["status"] == "rejected" and "past the" in report["guard"]["reasons"][0]
+    assert context.cluster.executed == []
+    assert context.recorder.approvals[-1]["decision"] == "expired"

@@ -52,6 +52,7 @@ class Policy:
     freeze_windows: tuple[tuple[datetime, datetime, str], ...]
     blast_radius: dict[str, int]
     operations: dict[str, Operation]
+    approval_ttl_seconds: int = 3600
 
     def operation(self, name: str) -> Operation:
         try:
@@ -109,6 +110,7 @@ def parse_policy(text: str) -> Policy:
             freeze_windows=windows,
             blast_radius={k: int(v) for k, v in data["blast_radius"].items()},
             operations=operations,
+            approval_ttl_seconds=int(data.get("approval_ttl_seconds", 3600)),
         )
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
         raise PolicyError(f"policy is not usable: {exc}") from exc

@@ -39,12 +39,14 @@ def act(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any]:
         dry = ctx.cluster.dry_run(plan)
         action = ctx.recorder.update_action(key, dry_run=dry.model_dump(mode="json"))
         if dry.status != "dry-run-ok":
-            action = ctx.recorder.update_action(key, status="failed", reason=f"dry run refused: {dry.reason}")
+            refusal = f"dry run refused: {dry.reason}" + (f": {dry.api_error}" if dry.api_error else "")
+            action = ctx.recorder.update_action(key, status="failed", reason=refusal)
         else:
             ctx.recorder.update_action(key, status="executing")
             result = ctx.cluster.execute(plan)
+            reason = result.reason + (f": {result.api_error}" if result.api_error else "")
             action = ctx.recorder.update_action(
-                key, status=result.status, reason=result.reason, result=result.model_dump(mode="json")
+                key, status=result.status, reason=reason, result=result.model_dump(mode="json")
             )
     record(runtime, state, "act", f"{action['status']}: {action['reason']}", action)
     return {"action": action}

@@ -64,6 +64,7 @@ def report(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any
         "plan": plan,
         "evidence": classification.get("evidence", []),
         "precedents": state.get("precedents", []),
+        "cluster_evidence": state.get("cluster_evidence"),
         "guard": state.get("guard", {}),
         "approvals": state.get("approvals", []),
         "actions": [action] if action else [],

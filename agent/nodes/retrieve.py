@@ -25,5 +25,9 @@ def retrieve(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, A
         except Exception as exc:  # retrieval is advisory: a broken index must not stop triage
             precedents = []
             retrieval = {"status": "failed", "note": f"postmortem search failed: {type(exc).__name__}: {exc}"}
-    record(runtime, state, "retrieve", retrieval.get("note") or f"{len(precedents)} precedents", retrieval)
-    return {"precedents": precedents, "retrieval": retrieval}
+    update: dict[str, Any] = {"precedents": precedents, "retrieval": retrieval}
+    if runtime.context.cluster is not None:
+        # Read-only facts about the target, attached to the run for the DRI and the report.
+        update["cluster_evidence"] = runtime.context.cluster.evidence(state.get("entities", {}))
+    record(runtime, state, "retrieve", retrieval.get("note") or f"{len(precedents)} precedents", update)
+    return update
