@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from api.runs import RunOutcome
 from api.security import RateLimiter
 from api.service_metrics import ServiceMetrics
 from api.settings import Settings, get_settings
@@ -43,7 +44,14 @@ def create_app(settings: Settings | None = None, *, context_factory: Callable[[S
             def make() -> Any:
                 return context_factory(store) if context_factory else make_context(settings, store.recorder)
 
-            worker = RunWorker(store.recorder, make, checkpointer, settings.worker_threads, metrics.observe)
+            hooks: list[Callable[[RunOutcome], None]] = []
+
+            def on_outcome(outcome: RunOutcome, seconds: float) -> None:
+                metrics.observe(outcome, seconds)
+                for hook in hooks:
+                    hook(outcome)
+
+            worker = RunWorker(store.recorder, make, checkpointer, settings.worker_threads, on_outcome)
             app.state.service = Service(
                 settings,
                 store,
@@ -54,6 +62,9 @@ def create_app(settings: Settings | None = None, *, context_factory: Callable[[S
                 checkpointer,
                 make,
             )
+            if slack_bot is not None:
+                slack_bot.bind(app.state.service)
+                hooks.append(slack_bot.on_outcome)
             worker.start()
             try:
                 yield
@@ -71,4 +82,10 @@ def create_app(settings: Settings | None = None, *, context_factory: Callable[[S
     )
     for module in (webhooks, incidents, approvals, health):
         app.include_router(module.router)
+    slack_bot = None
+    if settings.slack_signing_secret.get_secret_value():
+        from api.slack import SlackBot, slack_router
+
+        slack_bot = SlackBot(settings)
+        app.include_router(slack_router(slack_bot))
     return app

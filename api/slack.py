@@ -1,0 +1,226 @@
+"""The Slack bot (slack_bolt), mounted in the FastAPI app at POST /slack/events.
+
+A mention (or a DM) describing a problem starts a triage and answers in its thread; `/mitigate
+triage|status|approve|reject`; the summary comes back as Block Kit with Approve/Reject buttons that
+resume the paused run, the clicking user recorded as approver and checked against an allowed list.
+Bolt verifies every request's signature and its replay window (401 otherwise) before any handler runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from slack_bolt import Ack, App, BoltRequest, Respond, Say
+from slack_sdk import WebClient
+
+from agent.schemas import Incident
+from api.runs import RunOutcome, create_run
+from api.worker import Job
+
+log = logging.getLogger("mitigate.slack")
+APPROVE, REJECT = "mitigate_approve", "mitigate_reject"
+
+
+def summary_blocks(outcome: RunOutcome) -> list[dict[str, Any]]:
+    """Block Kit for a run: classification, precedents, the proposed action and its dry run, buttons."""
+    if outcome.report is None:
+        waiting = outcome.waiting_for or {}
+        action = waiting.get("action", {})
+        target = action.get("target") or {}
+        text = (
+            f"*Approval needed* for run `{outcome.run_id}`: {action.get('mitigation')} "
+            f"`{action.get('operation')}` on {target.get('kind')} `{target.get('namespace') or ''}/"
+            f"{target.get('name') or ''}` ({waiting.get('approvals_required')} approver(s); so far "
+            f"{', '.join(waiting.get('approvals_so_far', [])) or 'none'}).\n{action.get('rationale', '')}"
+        )
+        return [{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}, _buttons(outcome.run_id)]
+    report = outcome.report
+    plan = report["plan"]
+    target = plan.get("target") or {}
+    fields = [
+        f"*Category*\n{report['category']}/{report['subcategory']}",
+        f"*Confidence*\n{report['confidence']:.2f} ({report['engine']})",
+        f"*Plan*\n{plan['mitigation']} `{plan['operation']}`",
+        f"*Status*\n{report['status']}",
+    ]
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Incident {report['incident_id']}*"}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
+        {"type": "section", "text": {"type": "mrkdwn", "text": plan["rationale"][:2900] or " "}},
+    ]
+    if target.get("name"):
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": f"target {target.get('kind')} `{target.get('namespace') or ''}/{target['name']}`",
+                    }
+                ],
+            }
+        )
+    for action in report.get("actions", []):
+        if action.get("dry_run"):
+            diff = json.dumps(action["dry_run"].get("details") or action["dry_run"], indent=1)[:2500]
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Dry run*\n```{diff}```"}})
+    precedents = report.get("precedents") or []
+    if precedents:
+        lines = "\n".join(f"• {p.get('id')}: {p.get('title')} → {p.get('mitigation')}" for p in precedents[:3])
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Precedents*\n{lines}"}})
+    if report.get("notes"):
+        notes = "\n".join(f"• {n}" for n in report["notes"])[:2900]
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Not done / not verified*\n{notes}"}})
+    return blocks
+
+
+def _buttons(run_id: str) -> dict[str, Any]:
+    return {
+        "type": "actions",
+        "elements": [
+            {
+                "type": "button",
+                "style": "primary",
+                "action_id": APPROVE,
+                "value": run_id,
+                "text": {"type": "plain_text", "text": "Approve"},
+            },
+            {
+                "type": "button",
+                "style": "danger",
+                "action_id": REJECT,
+                "value": run_id,
+                "text": {"type": "plain_text", "text": "Reject"},
+            },
+        ],
+    }
+
+
+class SlackBot:
+    def __init__(self, settings: Any) -> None:
+        self.service: Any = None  # bound at start-up, when the store and worker exist
+        self.client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
+        self.approvers = {u.strip() for u in settings.slack_approvers.split(",") if u.strip()}
+        self.app = App(
+            client=self.client,
+            signing_secret=settings.slack_signing_secret.get_secret_value(),
+            token_verification_enabled=False,
+            process_before_response=True,
+        )
+        self.app.event("app_mention")(self._on_mention)
+        self.app.event("message")(self._on_message)
+        self.app.command("/mitigate")(self._on_command)
+        self.app.action(APPROVE)(self._on_button)
+        self.app.action(REJECT)(self._on_button)
+
+    def bind(self, service: Any) -> None:
+        self.service = service
+
+    # ---- starting triage ------------------------------------------------------------------------
+    def _triage(self, text: str, channel: str, thread_ts: str, user: str) -> str | None:
+        incident = Incident(id=f"slack-{channel}-{thread_ts}", title=text[:200], description=text)
+        engine = "llm" if self.service.settings.use_llm() else "rulebook"
+        run_id = create_run(
+            incident,
+            source="slack",
+            payload={"slack": {"channel": channel, "thread_ts": thread_ts, "user": user}},
+            recorder=self.service.store.recorder,
+            engine=engine,
+        )
+        if run_id is not None:
+            self.service.metrics.incidents.labels("slack").inc()
+            self.service.worker.submit(Job(run_id))
+        return run_id
+
+    def _on_mention(self, event: dict[str, Any], say: Say) -> None:
+        text = " ".join(w for w in event.get("text", "").split() if not w.startswith("<@"))
+        if not text:
+            say(text="Describe the problem and I will triage it.", thread_ts=event["ts"])
+            return
+        thread = event.get("thread_ts") or event["ts"]
+        run_id = self._triage(text, event["channel"], thread, event.get("user", ""))
+        say(text=f"Triaging (run `{run_id}`)…" if run_id else "Already triaging this thread.", thread_ts=thread)
+
+    def _on_message(self, event: dict[str, Any], say: Say) -> None:
+        if event.get("channel_type") != "im" or event.get("bot_id") or event.get("subtype"):
+            return  # channel chatter is not for us unless we are mentioned
+        self._on_mention(event, say)
+
+    # ---- commands -----------------------------------------------------------------------------
+    def _on_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+        ack()
+        verb, _, rest = (command.get("text") or "").strip().partition(" ")
+        user = command.get("user_id", "")
+        if verb == "triage" and rest:
+            run_id = self._triage(rest, command["channel_id"], command.get("trigger_id", rest[:20]), user)
+            respond(f"Triage started: run `{run_id}`.")
+        elif verb == "status" and rest:
+            run = self.service.store.recorder.run(rest.strip())
+            respond(f"Run `{rest.strip()}`: {run['status']}" if run else f"No run `{rest.strip()}`.")
+        elif verb in ("approve", "reject") and rest:
+            respond(self._decide(rest.strip(), user, verb == "approve"))
+        else:
+            respond("Usage: /mitigate triage TEXT | status RUN_ID | approve RUN_ID | reject RUN_ID")
+
+    def _on_button(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        action = body["actions"][0]
+        respond(
+            self._decide(action["value"], body["user"]["id"], action["action_id"] == APPROVE), replace_original=False
+        )
+
+    def _decide(self, run_id: str, user: str, approved: bool) -> str:
+        if user not in self.approvers:
+            return f"<@{user}> is not in the approvers group; nothing was changed."
+        run = self.service.store.recorder.run(run_id)
+        if run is None or run["status"] != "awaiting_approval":
+            return f"Run `{run_id}` is not waiting for an approval."
+        self.service.worker.submit(
+            Job(
+                run_id,
+                {
+                    "approved": approved,
+                    "by": f"slack:{user}",
+                    "reason": f"{'approved' if approved else 'rejected'} in Slack",
+                },
+            )
+        )
+        return f"{'Approved' if approved else 'Rejected'} by <@{user}>; resuming run `{run_id}`."
+
+    # ---- results back to Slack ------------------------------------------------------------------
+    def on_outcome(self, outcome: RunOutcome) -> None:
+        raw = self.service.store.recorder.raw_for_run(outcome.run_id) or {}
+        where = raw.get("slack")
+        channel = where["channel"] if where else self.service.settings.slack_alert_channel
+        if not channel:
+            return
+        try:
+            self.client.chat_postMessage(
+                channel=channel,
+                thread_ts=where["thread_ts"] if where else None,
+                text=f"mitigate: run {outcome.run_id} {outcome.status}",
+                blocks=summary_blocks(outcome),
+            )
+        except Exception:  # Slack being down must not fail the run; the report is in the store
+            log.exception("could not post run %s to Slack", outcome.run_id)
+
+
+def slack_router(bot: SlackBot) -> APIRouter:
+    router = APIRouter(tags=["chat"])
+
+    @router.post("/slack/events", summary="Slack Events API, interactivity and slash commands (signed)")
+    async def events(request: Request) -> Response:
+        body = await request.body()
+        bolt_request = BoltRequest(
+            body=body.decode("utf-8"), query=str(request.query_params), headers=dict(request.headers)
+        )
+        response = await run_in_threadpool(bot.app.dispatch, bolt_request)
+        return Response(
+            status_code=response.status, content=response.body, headers=response.first_headers_without_set_cookie()
+        )
+
+    return router

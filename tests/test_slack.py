@@ -1,0 +1,183 @@
+"""The Slack bot with the real slack_bolt/slack_sdk against a local stub of Slack's Web API."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from slack_sdk.signature import SignatureVerifier
+
+from agent.context import TriageContext
+from agent.rulebook import load_rulebook
+from api.app import create_app
+from api.settings import Settings
+from tests.fake_slack import FakeSlack
+from tests.fakes import FakeCluster, FakeSla
+from tools.guard import load_policy
+
+SECRET = "slack-signing-secret"
+
+
+def _until(check: Callable[[], Any], what: str, deadline_s: float = 30) -> Any:
+    deadline = time.monotonic() + deadline_s
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as stub:
+        yield stub
+
+
+@pytest.fixture
+def cluster() -> FakeCluster:
+    return FakeCluster()
+
+
+@pytest.fixture
+def client(tmp_path: Path, slack: FakeSlack, cluster: FakeCluster) -> Iterator[TestClient]:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/slack.db",
+        engine="rulebook",
+        api_token=SecretStr("api"),
+        slack_bot_token=SecretStr("xoxb-test"),
+        slack_signing_secret=SecretStr(SECRET),
+        slack_api_url=f"{slack.url}/api/",
+        slack_approvers="UALICE",
+    )
+
+    def context(store: Any) -> TriageContext:
+        return TriageContext(
+            rulebook=load_rulebook(),
+            policy=load_policy(),
+            recorder=store.recorder,
+            cluster=cluster,
+            sla=FakeSla("verified"),
+        )
+
+    with TestClient(create_app(settings, context_factory=context)) as test_client:
+        yield test_client
+
+
+def _signed(body: str, secret: str = SECRET, age: int = 0) -> dict[str, str]:
+    timestamp = str(int(time.time()) - age)
+    signature = SignatureVerifier(secret).generate_signature(timestamp=timestamp, body=body)
+    return {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature}
+
+
+def _mention(text: str, ts: str = "1700000000.000100") -> str:
+    return json.dumps(
+        {
+            "type": "event_callback",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "event_id": "Ev1",
+            "event_time": 1,
+            "event": {"type": "app_mention", "user": "UBOB", "channel": "C42", "ts": ts, "text": f"<@UBOT> {text}"},
+        }
+    )
+
+
+def test_mention_gets_a_threaded_summary(client, slack):
+    body = _mention("XID 79 on node aks-gpu-7 in namespace llm-serving, its pods keep failing")
+    response = client.post("/slack/events", content=body, headers={**_signed(body), "Content-Type": "application/json"})
+    assert response.status_code == 200
+    summary = _until(lambda: [p for p in slack.posts() if p.get("blocks")], "the summary")[0]
+    assert summary["channel"] == "C42" and summary["thread_ts"] == "1700000000.000100"
+    text = json.dumps(summary["blocks"])
+    assert "Approval needed" in text and "cordon_and_evict" in text
+    actions = next(b for b in summary["blocks"] if b["type"] == "actions")["elements"]
+    assert {a["action_id"] for a in actions} == {"mitigate_approve", "mitigate_reject"}
+
+
+def _click(client: TestClient, slack: FakeSlack, run_id: str, user: str, action: str = "mitigate_approve") -> int:
+    payload = {
+        "type": "block_actions",
+        "user": {"id": user},
+        "team": {"id": "T1"},
+        "api_app_id": "A1",
+        "token": "t",
+        "trigger_id": "tr",
+        "response_url": f"{slack.url}/respond",
+        "container": {"type": "message"},
+        "channel": {"id": "C42"},
+        "actions": [{"action_id": action, "block_id": "b", "value": run_id, "type": "button", "action_ts": "1"}],
+    }
+    body = urlencode({"payload": json.dumps(payload)})
+    return client.post(
+        "/slack/events", content=body, headers={**_signed(body), "Content-Type": "application/x-www-form-urlencoded"}
+    ).status_code
+
+
+def test_button_click_approves_and_the_run_executes_once(client, slack, cluster):
+    body = _mention("XID 79 on node aks-gpu-7 in namespace llm-serving, its pods keep failing")
+    client.post("/slack/events", content=body, headers={**_signed(body), "Content-Type": "application/json"})
+    summary = _until(lambda: [p for p in slack.posts() if p.get("blocks")], "the approval request")[0]
+    run_id = next(b for b in summary["blocks"] if b["type"] == "actions")["elements"][0]["value"]
+    assert _click(client, slack, run_id, "UMALLORY") == 200  # not an approver: refused, nothing runs
+    assert "not in the approvers group" in _until(lambda: slack.posts("respond"), "the refusal")[0]["text"]
+    assert cluster.executed == []
+    assert _click(client, slack, run_id, "UALICE") == 200
+    _until(lambda: [p for p in slack.posts() if "mitigated" in p.get("text", "")], "the mitigated summary")
+    assert _click(client, slack, run_id, "UALICE") == 200  # a second click does not run it again:
+    assert "not waiting for an approval" in slack.posts("respond")[-1]["text"]  # handled before the 200
+    assert len(cluster.executed) == 1
+    timeline = client.get("/incidents/slack-C42-1700000000.000100", headers={"Authorization": "Bearer api"}).json()
+    approvals = timeline["runs"][0]["actions"][0]["approvals"]
+    assert approvals == [{"by": "slack:UALICE", "decision": "approve", "reason": "approved in Slack"}]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        lambda body: _signed(body, secret="wrong-secret"),
+        lambda body: _signed(body, age=3600),
+        lambda body: {},
+    ],
+)
+def test_bad_or_stale_signature_is_401_and_stores_nothing(client, slack, headers):
+    body = _mention("429 throttling everywhere")
+    response = client.post("/slack/events", content=body, headers={**headers(body), "Content-Type": "application/json"})
+    assert response.status_code == 401
+    assert client.get("/incidents", headers={"Authorization": "Bearer api"}).json() == []
+    assert slack.posts() == []
+
+
+def test_slash_commands(client, slack):
+    def command(text: str) -> None:
+        body = urlencode(
+            {
+                "command": "/mitigate",
+                "text": text,
+                "user_id": "UALICE",
+                "channel_id": "C9",
+                "trigger_id": "trig-1",
+                "response_url": f"{slack.url}/respond",
+                "team_id": "T1",
+            }
+        )
+        response = client.post(
+            "/slack/events",
+            content=body,
+            headers={**_signed(body), "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert response.status_code == 200
+
+    command("triage 429 throttling, queue backlog on every replica of llama-70b in namespace llm-serving")
+    started = _until(lambda: slack.posts("respond"), "the triage answer")[0]["text"]
+    run_id = started.split("`")[1]
+    command(f"status {run_id}")
+    _until(lambda: any(run_id in p["text"] and "Run" in p["text"] for p in slack.posts("respond")), "status")
+    command("frobnicate")
+    _until(lambda: any("Usage" in p["text"] for p in slack.posts("respond")), "usage")
