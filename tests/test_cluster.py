@@ -425,3 +425,37 @@ def test_paused_run_survives_a_process_restart_and_cordons_once(control_plane, k
     assert client.CoreV1Api(api).read_node(node).metadata.resource_version == version
     timeline = open_store(Settings(database_url=url)).recorder.run(paused["run_id"])
     assert timeline is not None and timeline["report"]["actions"][0]["status"] == "executed"
+
+
+def test_traffic_shift_falls_back_to_a_weights_configmap_without_a_virtualservice(control_plane, k8s):
+    client, api = k8s
+    name = _deployment(k8s)
+    core = client.CoreV1Api(api)
+    core.create_namespaced_config_map(
+        NS, {"metadata": {"name": f"{name}-routing-weights"}, "data": {f"{name}-eastus": "50", f"{name}-westus": "50"}}
+    )
+    context = _context(control_plane)
+    state = _run(
+        context,
+        _incident(
+            "TTFT p95 tripled in eastus, other regions are fine, still slow",
+            alert=_alert(deployment=name, region="eastus"),
+        ),
+    )
+    assert state["report"]["status"] == "mitigated", state["report"]["escalation"]["reason"]
+    data = core.read_namespaced_config_map(f"{name}-routing-weights", NS).data
+    assert data == {f"{name}-eastus": "0", f"{name}-westus": "100"}
+
+
+def test_rejection_on_a_real_cluster_changes_nothing(control_plane, k8s):
+    client, api = k8s
+    node, _pods = _node_with_pods(k8s, 1)
+    context = _context(control_plane)
+    version = client.CoreV1Api(api).read_node(node).metadata.resource_version
+    state = _run(
+        context,
+        _incident(f"XID 79 on node {node}; its pods fail, still failing", alert=_alert(node=node)),
+        [{"approved": False, "by": "bob", "reason": "not now"}],
+    )
+    assert state["report"]["status"] == "rejected"
+    assert client.CoreV1Api(api).read_node(node).metadata.resource_version == version

@@ -162,3 +162,28 @@ def test_a_late_approval_cannot_be_used(context):
     assert report["status"] == "rejected" and "past the" in report["guard"]["reasons"][0]
     assert context.cluster.executed == []
     assert context.recorder.approvals[-1]["decision"] == "expired"
+
+
+def test_m1_escalation_is_recorded_and_notified_without_touching_the_cluster(context):
+    context.cluster = FakeCluster()
+    sent: list[dict[str, Any]] = []
+    context.notify = sent.append
+    incident = {
+        "id": "G-9",
+        "title": "structured outputs: json schema responses invalid since the grammar backend switch, still failing",
+        "alert": ALERT,
+    }
+    report = _start(_graph(), context, incident)["report"]
+    assert report["status"] == "escalated" and report["mitigation"] == "M1"
+    assert sent and sent[0]["incident_id"] == "G-9" and report["escalation"]["notified"] is True
+    assert context.cluster.dry_runs == [] and context.cluster.executed == []
+
+
+def test_a_broken_notification_hook_keeps_the_escalation(context):
+    def broken(_: dict[str, Any]) -> None:
+        raise ConnectionError("pager down")
+
+    context.notify = broken
+    incident = {"id": "G-10", "title": "structured outputs: json schema responses invalid, still failing"}
+    report = _start(_graph(), context, incident)["report"]
+    assert report["status"] == "escalated" and "pager down" in report["escalation"]["notify_error"]
