@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     api_token: SecretStr = Field(default=SecretStr(""), description="bearer token for REST and approvals")
     alertmanager_token: SecretStr = Field(default=SecretStr(""), description="bearer token Alertmanager sends")
     incident_webhook_secret: SecretStr = Field(default=SecretStr(""), description="HMAC key for /webhooks/incident")
+    pagerduty_webhook_secret: SecretStr = Field(default=SecretStr(""), description="PagerDuty v3 signing secret")
     webhook_replay_window_s: int = Field(default=300, gt=0)
     max_body_bytes: int = Field(default=1_000_000, gt=0)
     rate_limit_per_minute: int = Field(default=600, gt=0, description="per source address and door")

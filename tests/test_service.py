@@ -196,3 +196,53 @@ def test_health_ready_and_metrics(client):
     assert 'mitigate_alerts_deduplicated_total{source="alertmanager"} 1.0' in text
     assert 'mitigate_runs_total{status="mitigated"} 1.0' in text
     assert "mitigate_triage_seconds_count 1.0" in text
+
+
+def _pd(event_type: str = "incident.triggered") -> dict:
+    return {
+        "event": {
+            "id": "01E1",
+            "event_type": event_type,
+            "resource_type": "incident",
+            "occurred_at": "2026-11-24T10:00:00Z",
+            "data": {
+                "id": "PGR0VU2",
+                "type": "incident",
+                "title": "429 throttling, queue backlog on every replica of llama-70b",
+                "status": "triggered",
+                "urgency": "high",
+                "service": {"id": "S1", "summary": "llm-serving"},
+            },
+        }
+    }
+
+
+def _pd_post(client: TestClient, payload: dict, secret: str = "pd-secret"):
+    import hashlib
+    import hmac
+
+    body = json.dumps(payload).encode()
+    signature = "v1=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return client.post(
+        "/webhooks/pagerduty",
+        content=body,
+        headers={"X-PagerDuty-Signature": f"v1=old,{signature}", "Content-Type": "application/json"},
+    )
+
+
+@pytest.fixture
+def pd_client(tmp_path: Path) -> Iterator[TestClient]:
+    settings = _settings(tmp_path, pagerduty_webhook_secret=SecretStr("pd-secret"))
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_pagerduty_webhook(pd_client):
+    first = _pd_post(pd_client, _pd())
+    assert first.status_code == 202 and first.json()["incident_id"] == "pd-PGR0VU2" and first.json()["run_id"]
+    assert _pd_post(pd_client, _pd()).json()["duplicate"] is True
+    assert _pd_post(pd_client, _pd(), secret="forged").status_code == 401
+    assert _pd_post(pd_client, {"event": {"id": "x"}}).status_code == 422
+    assert _pd_post(pd_client, _pd("incident.resolved")).json() == {"incident_id": "pd-PGR0VU2", "resolved": True}
+    body = _wait(pd_client, "pd-PGR0VU2", lambda b: b["incident"]["alert"]["status"] == "resolved")
+    assert body["source"] == "pagerduty"

@@ -12,6 +12,7 @@ from agent.schemas import Incident
 from api.alertmanager import AlertmanagerPayload, alert_fingerprint, incident_from_alert, incident_id_for
 from api.app import Service
 from api.deps import ServiceDep, client_of, read_body
+from api.pagerduty import PagerDutyPayload, incident_from_event, raw_of, signature_ok
 from api.runs import create_run
 from api.security import require_bearer, require_signature
 from api.worker import Job
@@ -90,4 +91,32 @@ async def incident_webhook(request: Request, service: ServiceDep) -> dict[str, A
     except ValidationError as exc:
         raise _invalid(exc, service, "incident") from None
     run_id = await run_in_threadpool(_accept, service, incident, "webhook", incident.model_dump(mode="json"))
+    return {"incident_id": incident.id, "run_id": run_id, "duplicate": run_id is None}
+
+
+@router.post(
+    "/pagerduty",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="PagerDuty v3 webhook (incident.* events), X-PagerDuty-Signature checked",
+)
+async def pagerduty(request: Request, service: ServiceDep) -> dict[str, Any]:
+    service.limiter.check("pagerduty", client_of(request))
+    body = await read_body(request, service.settings.max_body_bytes)
+    secret = service.settings.pagerduty_webhook_secret.get_secret_value()
+    if not secret:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "PagerDuty webhook is closed: no secret configured")
+    if not signature_ok(secret, body, request.headers.get("x-pagerduty-signature", "")):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bad or missing X-PagerDuty-Signature")
+    try:
+        payload = PagerDutyPayload.model_validate_json(body)
+    except ValidationError as exc:
+        raise _invalid(exc, service, "pagerduty") from None
+    event = payload.event
+    incident = incident_from_event(event)
+    if event.event_type == "incident.resolved":
+        found = await run_in_threadpool(service.queries.mark_resolved, incident.id, event.occurred_at.isoformat())
+        return {"incident_id": incident.id, "resolved": found}
+    if event.event_type != "incident.triggered":
+        return {"incident_id": incident.id, "ignored": event.event_type}
+    run_id = await run_in_threadpool(_accept, service, incident, "pagerduty", raw_of(payload))
     return {"incident_id": incident.id, "run_id": run_id, "duplicate": run_id is None}
