@@ -31,7 +31,12 @@ class Service:
     make_context: Callable[[], Any]
 
 
-def create_app(settings: Settings | None = None, *, context_factory: Callable[[Store], Any] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    context_factory: Callable[[Store], Any] | None = None,
+    teams_credentials: Any = None,
+) -> FastAPI:
     """Build the app. `context_factory` lets tests and the simulator inject a cluster, SLA verifier or LLM."""
     settings = settings or get_settings()
 
@@ -62,9 +67,10 @@ def create_app(settings: Settings | None = None, *, context_factory: Callable[[S
                 checkpointer,
                 make,
             )
-            if slack_bot is not None:
-                slack_bot.bind(app.state.service)
-                hooks.append(slack_bot.on_outcome)
+            for bot in (slack_bot, teams_bot):
+                if bot is not None:
+                    bot.bind(app.state.service)
+                    hooks.append(bot.on_outcome)
             worker.start()
             try:
                 yield
@@ -88,4 +94,10 @@ def create_app(settings: Settings | None = None, *, context_factory: Callable[[S
 
         slack_bot = SlackBot(settings)
         app.include_router(slack_router(slack_bot))
+    teams_bot = None
+    if settings.teams_app_id:
+        from api.teams import TeamsBot, teams_router
+
+        teams_bot = TeamsBot(settings, teams_credentials)
+        app.include_router(teams_router(teams_bot))
     return app

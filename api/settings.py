@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     slack_approvers: str = Field(default="", description="comma-separated Slack user ids allowed to approve")
     slack_alert_channel: str = Field(default="", description="channel for summaries of webhook incidents")
 
+    # Microsoft Teams (the bot is mounted at /teams/messages when an app id is set).
+    teams_app_id: str = ""
+    teams_app_password: SecretStr = SecretStr("")
+    teams_approvers: str = Field(default="", description="comma-separated AAD object ids allowed to approve")
+    teams_openid_metadata_url: str = Field(default="", description="override for sovereign/private clouds")
+    teams_token_issuer: str = "https://api.botframework.com"
+
     def use_llm(self) -> bool:
         if self.engine == "rulebook":
             return False

@@ -1,0 +1,195 @@
+"""The Microsoft Teams bot (Bot Framework, botbuilder), mounted at POST /teams/messages.
+
+The same conversation as the Slack bot: a message describing a problem starts a triage; `triage TEXT`,
+`status RUN_ID`, `approve RUN_ID`, `reject RUN_ID`; the summary comes back as an Adaptive Card with
+Approve/Reject (Action.Submit) that resumes the paused run. Every inbound request goes through the
+framework's own JWT validation (CloudAdapter); outbound replies go to the activity's service URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from botbuilder.core import ActivityHandler, CardFactory, MessageFactory, TurnContext
+from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
+from botbuilder.schema import Activity, ConversationReference
+from botframework.connector.auth import PasswordServiceClientCredentialFactory, ServiceClientCredentialsFactory
+from fastapi import APIRouter, Request, Response
+
+from agent.schemas import Incident
+from api.runs import RunOutcome, create_run
+from api.worker import Job
+
+log = logging.getLogger("mitigate.teams")
+
+
+def summary_card(outcome: RunOutcome) -> dict[str, Any]:
+    """An Adaptive Card: classification, plan, what was not done, and Approve/Reject when paused."""
+    body: list[dict[str, Any]] = []
+    actions: list[dict[str, Any]] = []
+    if outcome.report is None:
+        waiting = outcome.waiting_for or {}
+        action = waiting.get("action", {})
+        target = action.get("target") or {}
+        body.append(
+            {
+                "type": "TextBlock",
+                "weight": "Bolder",
+                "wrap": True,
+                "text": f"Approval needed: {action.get('mitigation')} {action.get('operation')} on "
+                f"{target.get('kind')} {target.get('namespace') or ''}/{target.get('name') or ''}",
+            }
+        )
+        body.append({"type": "TextBlock", "wrap": True, "text": action.get("rationale", "")})
+        actions = [
+            {"type": "Action.Submit", "title": title, "data": {"mitigate": verb, "run_id": outcome.run_id}}
+            for title, verb in (("Approve", "approve"), ("Reject", "reject"))
+        ]
+    else:
+        report = outcome.report
+        plan = report["plan"]
+        body.append(
+            {"type": "TextBlock", "weight": "Bolder", "text": f"Incident {report['incident_id']}", "wrap": True}
+        )
+        body.append(
+            {
+                "type": "FactSet",
+                "facts": [
+                    {"title": "Category", "value": f"{report['category']}/{report['subcategory']}"},
+                    {"title": "Confidence", "value": f"{report['confidence']:.2f} ({report['engine']})"},
+                    {"title": "Plan", "value": f"{plan['mitigation']} {plan['operation']}"},
+                    {"title": "Status", "value": report["status"]},
+                ],
+            }
+        )
+        body.append({"type": "TextBlock", "wrap": True, "text": plan["rationale"]})
+        for note in report.get("notes", []):
+            body.append({"type": "TextBlock", "wrap": True, "isSubtle": True, "text": f"- {note}"})
+    return {"type": "AdaptiveCard", "version": "1.4", "body": body, "actions": actions}
+
+
+class TeamsBot(ActivityHandler):
+    def __init__(self, settings: Any, credentials: ServiceClientCredentialsFactory | None = None) -> None:
+        self.service: Any = None  # bound at start-up
+        self.app_id = settings.teams_app_id
+        self.approvers = {a.strip() for a in settings.teams_approvers.split(",") if a.strip()}
+        config = _BotConfig(settings)
+        auth = ConfigurationBotFrameworkAuthentication(
+            config,
+            credentials_factory=credentials
+            or PasswordServiceClientCredentialFactory(
+                settings.teams_app_id, settings.teams_app_password.get_secret_value()
+            ),
+        )
+        self.adapter = CloudAdapter(auth)
+
+    def bind(self, service: Any) -> None:
+        self.service = service
+
+    async def on_message_activity(self, turn_context: TurnContext) -> None:
+        activity = turn_context.activity
+        user = activity.from_property.aad_object_id or activity.from_property.id
+        if isinstance(activity.value, dict) and activity.value.get("mitigate") in ("approve", "reject"):
+            answer = self._decide(str(activity.value.get("run_id")), user, activity.value["mitigate"] == "approve")
+            await turn_context.send_activity(answer)
+            return
+        text = TurnContext.remove_recipient_mention(activity) or activity.text or ""
+        verb, _, rest = text.strip().partition(" ")
+        if verb.lower() in ("approve", "reject") and rest:
+            await turn_context.send_activity(self._decide(rest.strip(), user, verb.lower() == "approve"))
+        elif verb.lower() == "status" and rest:
+            run = self.service.store.recorder.run(rest.strip())
+            await turn_context.send_activity(f"Run {rest.strip()}: {run['status']}" if run else "No such run.")
+        elif text.strip():
+            description = rest if verb.lower() == "triage" else text
+            reference = TurnContext.get_conversation_reference(activity)
+            run_id = self._triage(description.strip(), activity, reference)
+            await turn_context.send_activity(f"Triaging (run {run_id})…" if run_id else "Already triaging this.")
+
+    def _triage(self, text: str, activity: Activity, reference: ConversationReference) -> str | None:
+        incident = Incident(
+            id=f"teams-{activity.conversation.id}-{activity.id}"[:200], title=text[:200], description=text
+        )
+        engine = "llm" if self.service.settings.use_llm() else "rulebook"
+        raw = {"teams": {"reference": reference.serialize()}}
+        run_id = create_run(incident, source="teams", payload=raw, recorder=self.service.store.recorder, engine=engine)
+        if run_id is not None:
+            self.service.metrics.incidents.labels("teams").inc()
+            self.service.worker.submit(Job(run_id))
+        return run_id
+
+    def _decide(self, run_id: str, user: str, approved: bool) -> str:
+        if user not in self.approvers:
+            return f"{user} is not in the approvers group; nothing was changed."
+        run = self.service.store.recorder.run(run_id)
+        if run is None or run["status"] != "awaiting_approval":
+            return f"Run {run_id} is not waiting for an approval."
+        self.service.worker.submit(
+            Job(
+                run_id,
+                {
+                    "approved": approved,
+                    "by": f"teams:{user}",
+                    "reason": f"{'approved' if approved else 'rejected'} in Teams",
+                },
+            )
+        )
+        return f"{'Approved' if approved else 'Rejected'} by {user}; resuming run {run_id}."
+
+    def on_outcome(self, outcome: RunOutcome) -> None:
+        """Post the summary card into the conversation that started the run (a proactive message)."""
+        raw = self.service.store.recorder.raw_for_run(outcome.run_id) or {}
+        if "teams" not in raw:
+            return
+        reference = ConversationReference().deserialize(raw["teams"]["reference"])
+        card = MessageFactory.attachment(CardFactory.adaptive_card(summary_card(outcome)))
+
+        async def send(turn_context: TurnContext) -> None:
+            await turn_context.send_activity(card)
+
+        try:
+            asyncio.run(self.adapter.continue_conversation(reference, send, self.app_id))
+        except Exception:  # Teams being unreachable must not fail the run; the report is stored
+            log.exception("could not post run %s to Teams", outcome.run_id)
+
+
+class _BotConfig:
+    """The attribute-style configuration botbuilder reads."""
+
+    def __init__(self, settings: Any) -> None:
+        self.APP_ID = settings.teams_app_id
+        self.APP_PASSWORD = settings.teams_app_password.get_secret_value()
+        self.APP_TYPE = "MultiTenant"
+        if settings.teams_openid_metadata_url:  # sovereign or private clouds, and the test suite
+            self.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL = settings.teams_openid_metadata_url
+            self.TO_BOT_FROM_CHANNEL_TOKEN_ISSUER = settings.teams_token_issuer
+            self.TO_CHANNEL_FROM_BOT_LOGIN_URL = "https://login.microsoftonline.com/botframework.com"
+            self.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE = "https://api.botframework.com"
+            self.VALIDATE_AUTHORITY = True
+
+
+def teams_router(bot: TeamsBot) -> APIRouter:
+    router = APIRouter(tags=["chat"])
+
+    @router.post("/teams/messages", summary="Bot Framework activities from Teams (JWT-authenticated)")
+    async def messages(request: Request) -> Response:
+        try:
+            activity = Activity().deserialize(await request.json())
+        except ValueError:
+            return Response(status_code=400, content="body is not an activity")
+        auth = bot.adapter.bot_framework_authentication
+        try:
+            # The framework's own validation: signature against the channel's published keys, issuer,
+            # audience (our app id), expiry, endorsement of the channel id.
+            authenticated = await auth.authenticate_request(activity, request.headers.get("Authorization", ""))
+        except Exception as exc:  # every way a token can be wrong is a 401, never a 500
+            log.info("refused a Teams activity: %s", type(exc).__name__)
+            return Response(status_code=401, content="unauthorized")
+        invoke = await bot.adapter.process_activity(authenticated, activity, bot.on_turn)
+        if invoke is not None:
+            return Response(status_code=invoke.status, content=str(invoke.body or ""))
+        return Response(status_code=202)
+
+    return router

@@ -1,0 +1,147 @@
+"""The Teams bot with the real botbuilder CloudAdapter: the framework validates each inbound JWT (against
+local OpenID metadata and keys), and replies go to a local stub of the connector service."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from agent.context import TriageContext
+from agent.rulebook import load_rulebook
+from api.app import create_app
+from api.settings import Settings
+from tests.fake_botframework import FakeBotFramework, StaticTokenCredentials
+from tests.fakes import FakeCluster, FakeSla
+from tools.guard import load_policy
+
+APP_ID = "00000000-0000-0000-0000-0000000000aa"
+
+
+def _until(check: Callable[[], Any], what: str, deadline_s: float = 30) -> Any:
+    deadline = time.monotonic() + deadline_s
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+@pytest.fixture
+def framework() -> Iterator[FakeBotFramework]:
+    with FakeBotFramework() as fake:
+        yield fake
+
+
+@pytest.fixture
+def cluster() -> FakeCluster:
+    return FakeCluster()
+
+
+@pytest.fixture
+def client(tmp_path: Path, framework: FakeBotFramework, cluster: FakeCluster) -> Iterator[TestClient]:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/teams.db",
+        engine="rulebook",
+        api_token=SecretStr("api"),
+        teams_app_id=APP_ID,
+        teams_app_password=SecretStr("pw"),
+        teams_approvers="aad-alice",
+        teams_openid_metadata_url=f"{framework.url}/openid",
+    )
+
+    def context(store: Any) -> TriageContext:
+        return TriageContext(
+            rulebook=load_rulebook(),
+            policy=load_policy(),
+            recorder=store.recorder,
+            cluster=cluster,
+            sla=FakeSla("verified"),
+        )
+
+    app = create_app(settings, context_factory=context, teams_credentials=StaticTokenCredentials(APP_ID))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def _activity(
+    framework: FakeBotFramework,
+    text: str = "",
+    value: dict | None = None,
+    user: str = "aad-bob",
+    activity_id: str = "act-1",
+) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "id": activity_id,
+        "channelId": "msteams",
+        "serviceUrl": framework.url,
+        "from": {"id": f"29:{user}", "aadObjectId": user, "name": user},
+        "conversation": {"id": "19:incident-room"},
+        "recipient": {"id": APP_ID, "name": "mitigate"},
+        "text": text,
+        "value": value,
+    }
+
+
+def _post(client: TestClient, framework: FakeBotFramework, activity: dict, token: str | None = None) -> int:
+    headers = {"Authorization": f"Bearer {token or framework.token(APP_ID)}"}
+    return client.post("/teams/messages", json=activity, headers=headers).status_code
+
+
+def test_a_message_gets_a_reply_through_the_connector(client, framework):
+    status = _post(
+        client,
+        framework,
+        _activity(framework, "XID 79 on node aks-gpu-7 in namespace llm-serving, its pods keep failing"),
+    )
+    assert status in (200, 202)
+    reply = framework.replies[0]
+    assert reply["path"] == "/v3/conversations/19%3Aincident-room/activities/act-1"
+    assert reply["auth"] == "Bearer outbound-test-token" and "Triaging" in reply["body"]["text"]
+    card = _until(lambda: [r for r in framework.replies if r["body"].get("attachments")], "the card")[0]
+    content = card["body"]["attachments"][0]["content"]
+    assert content["type"] == "AdaptiveCard" and "Approval needed" in content["body"][0]["text"]
+
+
+def test_a_card_action_approves(client, framework, cluster):
+    _post(client, framework, _activity(framework, "XID 79 on node aks-gpu-7 in namespace llm-serving, still failing"))
+    card = _until(lambda: [r for r in framework.replies if r["body"].get("attachments")], "the card")[0]
+    submit = card["body"]["attachments"][0]["content"]["actions"][0]["data"]
+    assert _post(client, framework, _activity(framework, value=submit, user="aad-mallory", activity_id="a2")) in (
+        200,
+        202,
+    )
+    assert "not in the approvers group" in framework.replies[-1]["body"]["text"] and cluster.executed == []
+    assert _post(client, framework, _activity(framework, value=submit, user="aad-alice", activity_id="a3")) in (
+        200,
+        202,
+    )
+    _until(lambda: cluster.executed, "the approved action")
+    done = _until(
+        lambda: [r for r in framework.replies if r["body"].get("attachments") and "mitigated" in str(r)],
+        "the mitigated card",
+    )
+    assert done and len(cluster.executed) == 1
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        lambda fw: fw.token(APP_ID, key=rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        lambda fw: fw.token(APP_ID, issuer="https://evil.example"),
+        lambda fw: fw.token("someone-elses-bot"),
+        lambda fw: "not-a-jwt",
+    ],
+)
+def test_tokens_the_framework_rejects_get_401_and_store_nothing(client, framework, token):
+    status = _post(client, framework, _activity(framework, "429 throttling everywhere"), token=token(framework))
+    assert status == 401
+    assert framework.replies == []
+    assert client.get("/incidents", headers={"Authorization": "Bearer api"}).json() == []
