@@ -31,6 +31,24 @@ class Service:
     make_context: Callable[[], Any]
 
 
+class IngestFirst:
+    """Pure ASGI middleware: tells the worker while webhook requests are in flight (see RunWorker)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        service = getattr(scope["app"].state, "service", None) if scope["type"] == "http" else None
+        if service is None or not scope["path"].startswith("/webhooks/"):
+            await self.app(scope, receive, send)
+            return
+        service.worker.ingest_started()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            service.worker.ingest_finished()
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -88,6 +106,7 @@ def create_app(
     )
     for module in (webhooks, incidents, approvals, health):
         app.include_router(module.router)
+    app.add_middleware(IngestFirst)
     slack_bot = None
     if settings.slack_signing_secret.get_secret_value():
         from api.slack import SlackBot, slack_router

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 
 from api.app import Service
+
+T = TypeVar("T")
 
 
 def get_service(request: Request) -> Service:
@@ -28,6 +32,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {limit} bytes")
     return bytes(body)
+
+
+async def store_write(service: Service, write: Callable[[], T]) -> T:
+    """Run a short write that must commit before the response: inline on a local SQLite file, on the
+    thread pool when the database is across a network (PostgreSQL)."""
+    if service.store.local:
+        return write()
+    return await run_in_threadpool(write)
 
 
 def client_of(request: Request) -> str:

@@ -35,7 +35,9 @@ class RunWorker:
         checkpointer: Any,
         threads: int = 2,
         on_outcome: Callable[[RunOutcome, float], None] | None = None,
+        execute: Callable[..., RunOutcome] = execute_run,
     ) -> None:
+        self._execute = execute
         self._recorder = recorder
         self._make_context = make_context
         self._checkpointer = checkpointer
@@ -47,6 +49,12 @@ class RunWorker:
         self._busy = 0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
+        # Ingest first: while webhook requests are in flight, the next run waits (at most
+        # max_ingest_wait_s) so that storing and acknowledging alerts does not compete with triage
+        # for the interpreter during a storm. Accepted runs are already durable in the database.
+        self._ingesting = 0
+        self._ingest_quiet = threading.Condition(threading.Lock())
+        self.max_ingest_wait_s = 1.0
 
     def start(self) -> int:
         """Start the threads and pick up runs a previous process left unfinished."""
@@ -83,13 +91,25 @@ class RunWorker:
         for thread in self._threads:
             thread.join(timeout)
 
+    def ingest_started(self) -> None:
+        with self._ingest_quiet:
+            self._ingesting += 1
+
+    def ingest_finished(self) -> None:
+        with self._ingest_quiet:
+            self._ingesting -= 1
+            if self._ingesting == 0:
+                self._ingest_quiet.notify_all()
+
     def _loop(self) -> None:
         while (job := self._jobs.get()) is not None:
+            with self._ingest_quiet:
+                self._ingest_quiet.wait_for(lambda: self._ingesting == 0, timeout=self.max_ingest_wait_s)
             started = time.monotonic()
             try:
                 context = self._make_context()
                 if job.answer is None:
-                    outcome = execute_run(
+                    outcome = self._execute(
                         job.run_id, recorder=self._recorder, context=context, checkpointer=self._checkpointer
                     )
                 else:

@@ -9,17 +9,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.schemas import Incident
 from store.models import ActionRow, ApprovalRow, IncidentRow, RunRow, RunStepRow, SlaCheckRow
 
+_INSERT_INCIDENT = insert(IncidentRow)
+_INSERT_RUN = insert(RunRow)
+
 
 class StoreRecorder:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
+        self._engine = sessions.kw["bind"]
 
     # ---- incidents and runs -------------------------------------------------------------
     def save_incident(
@@ -52,26 +56,38 @@ class StoreRecorder:
         engine: str,
         fingerprint: str | None = None,
     ) -> bool:
-        """Store a new incident and its queued run in one transaction; False for an incident already stored."""
+        """Store a new incident and its queued run in one transaction; False for an incident already stored.
+
+        Core inserts with the primary key as the dedup check: this is the webhook hot path, and the ORM's
+        unit of work cost more than the database here.
+        """
+        now = datetime.now(UTC)
+        incident_row = {
+            "id": incident.id,
+            "source": source,
+            "title": incident.title,
+            "status": "open",
+            "payload": incident.model_dump(mode="json"),
+            "raw": payload,
+            "fingerprint": fingerprint,
+            "started_at": incident.started_at,
+            "received_at": now,
+            "updated_at": now,
+        }
+        run_row = {
+            "id": run_id,
+            "incident_id": incident.id,
+            "engine": engine,
+            "status": "queued",
+            "created_at": now,
+            "updated_at": now,
+        }
         try:
-            with self._sessions.begin() as session:
-                if session.get(IncidentRow, incident.id) is not None:
-                    return False
-                session.add(
-                    IncidentRow(
-                        id=incident.id,
-                        source=source,
-                        title=incident.title,
-                        payload=incident.model_dump(mode="json"),
-                        raw=payload,
-                        fingerprint=fingerprint,
-                        started_at=incident.started_at,
-                    )
-                )
-                session.flush()
-                session.add(RunRow(id=run_id, incident_id=incident.id, engine=engine, status="queued"))
+            with self._engine.begin() as connection:
+                connection.execute(_INSERT_INCIDENT, incident_row)
+                connection.execute(_INSERT_RUN, run_row)
             return True
-        except IntegrityError:  # the same delivery racing in on another thread or replica
+        except IntegrityError:  # already stored: a repeated delivery, or the same one racing in
             return False
 
     def start_run(self, run_id: str, incident_id: str, engine: str, status: str = "running") -> None:

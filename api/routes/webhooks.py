@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from agent.schemas import Incident
 from api.alertmanager import AlertmanagerPayload, alert_fingerprint, incident_from_alert, incident_id_for
 from api.app import Service
-from api.deps import ServiceDep, client_of, read_body
+from api.deps import ServiceDep, client_of, read_body, store_write
 from api.pagerduty import PagerDutyPayload, incident_from_event, raw_of, signature_ok
 from api.runs import create_run
 from api.security import require_bearer, require_signature
@@ -74,7 +74,7 @@ async def alertmanager(request: Request, service: ServiceDep) -> dict[str, Any]:
             out["accepted" if run_id else "duplicates"].append(incident_id)
         return out
 
-    return await run_in_threadpool(store)
+    return await store_write(service, store)
 
 
 @router.post(
@@ -90,7 +90,7 @@ async def incident_webhook(request: Request, service: ServiceDep) -> dict[str, A
         incident = Incident.model_validate_json(body)
     except ValidationError as exc:
         raise _invalid(exc, service, "incident") from None
-    run_id = await run_in_threadpool(_accept, service, incident, "webhook", incident.model_dump(mode="json"))
+    run_id = await store_write(service, lambda: _accept(service, incident, "webhook", incident.model_dump(mode="json")))
     return {"incident_id": incident.id, "run_id": run_id, "duplicate": run_id is None}
 
 
@@ -118,5 +118,5 @@ async def pagerduty(request: Request, service: ServiceDep) -> dict[str, Any]:
         return {"incident_id": incident.id, "resolved": found}
     if event.event_type != "incident.triggered":
         return {"incident_id": incident.id, "ignored": event.event_type}
-    run_id = await run_in_threadpool(_accept, service, incident, "pagerduty", raw_of(payload))
+    run_id = await store_write(service, lambda: _accept(service, incident, "pagerduty", raw_of(payload)))
     return {"incident_id": incident.id, "run_id": run_id, "duplicate": run_id is None}
