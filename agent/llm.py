@@ -35,6 +35,10 @@ class LLMClassification(BaseModel):
     evidence: list[str] = Field(default_factory=list)
 
 
+class LLMAnswer(BaseModel):
+    answer: str = Field(min_length=1, max_length=4000)
+
+
 class LLMPlanChoice(BaseModel):
     mitigation: Literal["M1", "M2", "M3", "M4", "M5", "M6"]
     rationale: str = ""
@@ -147,3 +151,29 @@ class LLMEngine:
         answer, usage = self._complete(prompt, "plan", LLMPlanChoice)
         assert isinstance(answer, LLMPlanChoice)
         return answer, usage
+
+    def answer(self, question: str, record: dict[str, Any]) -> tuple[str, Usage]:
+        """A follow-up question about a triaged incident, answered from its record only."""
+        keep = (
+            "incident_id",
+            "status",
+            "category",
+            "subcategory",
+            "confidence",
+            "evidence",
+            "precedents",
+            "plan",
+            "guard",
+            "actions",
+            "verification",
+            "escalation",
+            "notes",
+        )
+        prompt = render(
+            "followup",
+            record=json.dumps({k: record.get(k) for k in keep}, indent=1, default=str)[:20_000],
+            question=question[:2000],
+        )
+        reply, usage = self._complete(prompt, "answer", LLMAnswer)
+        assert isinstance(reply, LLMAnswer)
+        return reply.answer, usage

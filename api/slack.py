@@ -141,14 +141,48 @@ class SlackBot:
         if not text:
             say(text="Describe the problem and I will triage it.", thread_ts=event["ts"])
             return
+        if self._follow_up(event, text, say):
+            return
         thread = event.get("thread_ts") or event["ts"]
         run_id = self._triage(text, event["channel"], thread, event.get("user", ""))
         say(text=f"Triaging (run `{run_id}`)…" if run_id else "Already triaging this thread.", thread_ts=thread)
 
     def _on_message(self, event: dict[str, Any], say: Say) -> None:
-        if event.get("channel_type") != "im" or event.get("bot_id") or event.get("subtype"):
-            return  # channel chatter is not for us unless we are mentioned
-        self._on_mention(event, say)
+        if event.get("bot_id") or event.get("subtype"):
+            return
+        if event.get("channel_type") == "im":
+            self._on_mention(event, say)
+        elif event.get("thread_ts") and "<@" not in event.get("text", ""):
+            self._follow_up(event, event.get("text", ""), say)  # replies in an incident's thread
+
+    def _follow_up(self, event: dict[str, Any], text: str, say: Say) -> bool:
+        """A message in the thread of a triaged incident: answer it from the incident's record."""
+        thread = event.get("thread_ts")
+        if not thread or thread == event.get("ts"):
+            return False
+        run = self.service.store.recorder.latest_run_of(f"slack-{event['channel']}-{thread}")
+        if run is None:
+            return False
+        context = self.service.make_context()
+        if run["report"] is None:
+            say(text=f"Run `{run['id']}` is {run['status']}; I will post the summary here.", thread_ts=thread)
+        elif context.llm is None:
+            report = run["report"]
+            say(
+                text=f"Run `{run['id']}`: {report['category']}/{report['subcategory']}, {report['mitigation']} "
+                f"{report['plan']['operation']}, {report['status']}. No LLM is configured to answer free-form "
+                "questions; use /mitigate status|approve|reject.",
+                thread_ts=thread,
+            )
+        else:
+            from agent.llm import LLMFailure
+
+            try:
+                answer, _ = context.llm.answer(text, run["report"])
+            except LLMFailure as failure:
+                answer = f"I could not get an answer from the LLM ({failure.kind}); the record is unchanged."
+            say(text=answer, thread_ts=thread)
+        return True
 
     # ---- commands -----------------------------------------------------------------------------
     def _on_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:

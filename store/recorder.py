@@ -138,6 +138,14 @@ class StoreRecorder:
                 "steps": [{"node": s.node, "summary": s.summary} for s in run.steps],
             }
 
+    def latest_run_of(self, incident_id: str) -> dict[str, Any] | None:
+        """The newest run of an incident (its id, status and report), or None for an unknown incident."""
+        with self._sessions() as session:
+            run = session.scalars(
+                select(RunRow).where(RunRow.incident_id == incident_id).order_by(RunRow.created_at.desc()).limit(1)
+            ).first()
+            return None if run is None else {"id": run.id, "status": run.status, "report": run.report}
+
     def raw_for_run(self, run_id: str) -> dict[str, Any] | None:
         """What arrived for the run's incident (alert payload, chat message coordinates)."""
         with self._sessions() as session:

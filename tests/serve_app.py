@@ -25,6 +25,8 @@ class _Sla:
     def verify(self, plan: dict[str, Any], incident: Incident) -> dict[str, Any]:
         if os.environ.get("TEST_SLA_MODE") == "hang":
             time.sleep(3600)  # the test kills the process here
+        if os.environ.get("TEST_SLA_MODE") == "slow":
+            time.sleep(2)  # the test asks for a graceful shutdown while this runs
         return {"status": "verified", "reason": "test SLA verified"}
 
 

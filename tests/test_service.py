@@ -246,3 +246,20 @@ def test_pagerduty_webhook(pd_client):
     assert _pd_post(pd_client, _pd("incident.resolved")).json() == {"incident_id": "pd-PGR0VU2", "resolved": True}
     body = _wait(pd_client, "pd-PGR0VU2", lambda b: b["incident"]["alert"]["status"] == "resolved")
     assert body["source"] == "pagerduty"
+
+
+def test_each_source_is_rate_limited(tmp_path):
+    with TestClient(create_app(_settings(tmp_path, rate_limit_per_minute=3))) as limited:
+        codes = [_am(limited, _am_payload(alertname=f"A{i}")).status_code for i in range(5)]
+    assert codes[:3] == [202, 202, 202] and codes[3:] == [429, 429]
+
+
+def test_secrets_never_reach_the_logs(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    with TestClient(create_app(_settings(tmp_path))) as client:
+        _am(client, _am_payload())
+        _am(client, _am_payload(), token="wrong-token-guess")
+    for secret in (AM_TOKEN, API_TOKEN, HMAC_KEY, "wrong-token-guess"):
+        assert secret not in caplog.text

@@ -181,3 +181,123 @@ def test_slash_commands(client, slack):
     _until(lambda: any(run_id in p["text"] and "Run" in p["text"] for p in slack.posts("respond")), "status")
     command("frobnicate")
     _until(lambda: any("Usage" in p["text"] for p in slack.posts("respond")), "usage")
+
+
+def _thread_reply(text: str, ts: str = "1700000000.000500") -> str:
+    return json.dumps(
+        {
+            "type": "event_callback",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "event_id": "Ev2",
+            "event_time": 2,
+            "event": {
+                "type": "message",
+                "channel_type": "channel",
+                "user": "UBOB",
+                "channel": "C42",
+                "ts": ts,
+                "thread_ts": "1700000000.000100",
+                "text": text,
+            },
+        }
+    )
+
+
+def _send(client: TestClient, body: str) -> None:
+    response = client.post("/slack/events", content=body, headers={**_signed(body), "Content-Type": "application/json"})
+    assert response.status_code == 200
+
+
+def test_follow_up_without_an_llm_gets_the_status(client, slack):
+    _send(
+        client, _mention("HTTP 408 on streaming for llama-70b in namespace llm-serving, streams cut off, still failing")
+    )
+    _until(lambda: [p for p in slack.posts() if p.get("blocks")], "the summary")
+    _send(client, _thread_reply("why not restart it?"))
+    reply = _until(lambda: [p for p in slack.posts() if "No LLM is configured" in p.get("text", "")], "the reply")[0]
+    assert reply["thread_ts"] == "1700000000.000100" and "A3/timeout" in reply["text"]
+
+
+def test_follow_up_with_an_llm_is_answered_from_the_record(tmp_path, slack):
+    from api.wiring import make_llm
+    from tests.fake_openai import FakeOpenAI
+
+    with FakeOpenAI() as llm:
+        llm.script.extend(
+            [
+                (
+                    "json",
+                    {
+                        "category": "A3",
+                        "subcategory": "timeout",
+                        "confidence": 0.9,
+                        "rationale": "408s",
+                        "evidence": ["408"],
+                    },
+                ),
+                ("json", {"mitigation": "M1", "rationale": "keep-alive template"}),
+                (
+                    "json",
+                    {"answer": "Because idle streams are dropped by the gateway; a restart would not change that."},
+                ),
+            ]
+        )
+        settings = Settings(
+            database_url=f"sqlite:///{tmp_path}/s.db",
+            engine="rulebook",
+            api_token=SecretStr("api"),
+            slack_bot_token=SecretStr("xoxb-test"),
+            slack_signing_secret=SecretStr(SECRET),
+            slack_api_url=f"{slack.url}/api/",
+        )
+        engine = make_llm(Settings(llm_base_url=llm.base_url, llm_model="scripted", llm_max_retries=0))
+
+        def context(store: Any) -> TriageContext:
+            return TriageContext(rulebook=load_rulebook(), policy=load_policy(), recorder=store.recorder, llm=engine)
+
+        with TestClient(create_app(settings, context_factory=context)) as test_client:
+            _send(test_client, _mention("HTTP 408 on streaming for llama-70b, streams cut off, still failing"))
+            _until(lambda: [p for p in slack.posts() if p.get("blocks")], "the summary")
+            _send(test_client, _thread_reply("why not restart it?"))
+            answer = _until(lambda: [p for p in slack.posts() if "idle streams" in p.get("text", "")], "the answer")[0]
+        assert answer["thread_ts"] == "1700000000.000100"
+        question = llm.requests[-1]["body"]["messages"][0]["content"]
+        assert "why not restart it?" in question and '"subcategory": "timeout"' in question
+
+
+def test_webhook_incidents_are_summarised_in_the_alert_channel(tmp_path, slack):
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/a.db",
+        engine="rulebook",
+        api_token=SecretStr("api"),
+        alertmanager_token=SecretStr("am"),
+        slack_bot_token=SecretStr("xoxb-test"),
+        slack_signing_secret=SecretStr(SECRET),
+        slack_api_url=f"{slack.url}/api/",
+        slack_alert_channel="C-ALERTS",
+    )
+    with TestClient(create_app(settings)) as test_client:
+        payload = {
+            "version": "4",
+            "groupKey": "g",
+            "status": "firing",
+            "alerts": [
+                {
+                    "status": "firing",
+                    "startsAt": "2026-11-24T10:00:00Z",
+                    "fingerprint": "abc",
+                    "labels": {
+                        "alertname": "GatewayHigh408Rate",
+                        "namespace": "llm-serving",
+                        "deployment": "llama-70b",
+                    },
+                    "annotations": {"summary": "408 rate 2.7% on streaming completions"},
+                }
+            ],
+        }
+        response = test_client.post("/webhooks/alertmanager", json=payload, headers={"Authorization": "Bearer am"})
+        assert response.status_code == 202
+        post = _until(lambda: [p for p in slack.posts() if p.get("channel") == "C-ALERTS"], "the channel post")[0]
+    assert "thread_ts" not in post or post["thread_ts"] in (None, "")
+    assert "A3/timeout" in json.dumps(post["blocks"])
