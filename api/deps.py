@@ -13,7 +13,7 @@ from api.app import Service
 T = TypeVar("T")
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:  # async: a sync dependency costs a thread hop
     service: Service = request.app.state.service
     return service
 

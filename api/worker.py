@@ -53,8 +53,12 @@ class RunWorker:
         # max_ingest_wait_s) so that storing and acknowledging alerts does not compete with triage
         # for the interpreter during a storm. Accepted runs are already durable in the database.
         self._ingesting = 0
+        self._last_ingest = 0.0
         self._ingest_quiet = threading.Condition(threading.Lock())
         self.max_ingest_wait_s = 1.0
+        # "Quiet" means no webhook for this long, not just none at this instant: between two requests
+        # of a storm there is always a moment with none in flight.
+        self.quiet_period_s = 0.05
 
     def start(self) -> int:
         """Start the threads and pick up runs a previous process left unfinished."""
@@ -98,13 +102,21 @@ class RunWorker:
     def ingest_finished(self) -> None:
         with self._ingest_quiet:
             self._ingesting -= 1
-            if self._ingesting == 0:
-                self._ingest_quiet.notify_all()
+            self._last_ingest = time.monotonic()
+
+    def _wait_for_quiet(self) -> None:
+        deadline = time.monotonic() + self.max_ingest_wait_s
+        while (now := time.monotonic()) < deadline:
+            with self._ingest_quiet:
+                quiet_for = now - self._last_ingest
+                if self._ingesting == 0 and quiet_for >= self.quiet_period_s:
+                    return
+            # Poll at the quiet period's grain; a condition variable cannot express "quiet for 50 ms".
+            time.sleep(min(self.quiet_period_s, max(0.0, deadline - now)))
 
     def _loop(self) -> None:
         while (job := self._jobs.get()) is not None:
-            with self._ingest_quiet:
-                self._ingest_quiet.wait_for(lambda: self._ingesting == 0, timeout=self.max_ingest_wait_s)
+            self._wait_for_quiet()
             started = time.monotonic()
             try:
                 context = self._make_context()

@@ -148,15 +148,13 @@ def main() -> None:
             )
             accepted = {x for r in results for x in r["accepted"]}
             duplicates = sum(len(r["duplicates"]) for r in results)
-            stored = len(
-                httpx.get(
-                    f"http://127.0.0.1:{port}/incidents?limit=500", headers={"Authorization": f"Bearer {TOKEN}"}
-                ).json()
-            )
+            with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+                stored = sum(client.get(f"http://127.0.0.1:{port}/incidents/{i}").status_code == 200 for i in accepted)
             print(
                 f"storm: {args.storm} deliveries of {args.distinct} distinct alerts in {storm_s:.1f}s: "
                 f"{len(accepted)} incidents accepted, {duplicates} duplicates collapsed, "
-                f"{len(results)} answered, lost {args.storm - len(results)}; listed {stored}"
+                f"{len(results)} answered; {stored} of {len(accepted)} accepted incidents found in the store "
+                f"(lost {len(accepted) - stored}); distinct alerts without an incident: {args.distinct - len(accepted)}"
             )
         finally:
             for proc in (bare, real):
