@@ -18,6 +18,7 @@ from slack_bolt import Ack, App, BoltRequest, Respond, Say
 from slack_sdk import WebClient
 
 from agent.schemas import Incident
+from api.deps import client_of, read_body
 from api.runs import RunOutcome, create_run
 from api.worker import Job
 
@@ -248,7 +249,8 @@ def slack_router(bot: SlackBot) -> APIRouter:
 
     @router.post("/slack/events", summary="Slack Events API, interactivity and slash commands (signed)")
     async def events(request: Request) -> Response:
-        body = await request.body()
+        bot.service.limiter.check("slack", client_of(request))
+        body = await read_body(request, bot.service.settings.max_body_bytes)
         bolt_request = BoltRequest(
             body=body.decode("utf-8"), query=str(request.query_params), headers=dict(request.headers)
         )

@@ -9,6 +9,7 @@ framework's own JWT validation (CloudAdapter); outbound replies go to the activi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -19,6 +20,7 @@ from botframework.connector.auth import PasswordServiceClientCredentialFactory, 
 from fastapi import APIRouter, Request, Response
 
 from agent.schemas import Incident
+from api.deps import client_of, read_body
 from api.runs import RunOutcome, create_run
 from api.worker import Job
 
@@ -175,8 +177,10 @@ def teams_router(bot: TeamsBot) -> APIRouter:
 
     @router.post("/teams/messages", summary="Bot Framework activities from Teams (JWT-authenticated)")
     async def messages(request: Request) -> Response:
+        bot.service.limiter.check("teams", client_of(request))
+        body = await read_body(request, bot.service.settings.max_body_bytes)
         try:
-            activity = Activity().deserialize(await request.json())
+            activity = Activity().deserialize(json.loads(body))
         except ValueError:
             return Response(status_code=400, content="body is not an activity")
         auth = bot.adapter.bot_framework_authentication

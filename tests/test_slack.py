@@ -301,3 +301,9 @@ def test_webhook_incidents_are_summarised_in_the_alert_channel(tmp_path, slack):
         post = _until(lambda: [p for p in slack.posts() if p.get("channel") == "C-ALERTS"], "the channel post")[0]
     assert "thread_ts" not in post or post["thread_ts"] in (None, "")
     assert "A3/timeout" in json.dumps(post["blocks"])
+
+
+def test_oversized_chat_bodies_are_refused_before_verification(client, slack):
+    body = _mention("x" * 1_100_000)
+    response = client.post("/slack/events", content=body, headers={**_signed(body), "Content-Type": "application/json"})
+    assert response.status_code == 413 and slack.posts() == []
