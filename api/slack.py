@@ -19,8 +19,8 @@ from slack_sdk import WebClient
 
 from agent.schemas import Incident
 from api.deps import client_of, read_body
-from api.runs import RunOutcome, create_run
-from api.worker import Job
+from api.intake import accept_incident, submit_decision
+from api.runs import RunOutcome
 
 log = logging.getLogger("mitigate.slack")
 APPROVE, REJECT = "mitigate_approve", "mitigate_reject"
@@ -124,18 +124,8 @@ class SlackBot:
     # ---- starting triage ------------------------------------------------------------------------
     def _triage(self, text: str, channel: str, thread_ts: str, user: str) -> str | None:
         incident = Incident(id=f"slack-{channel}-{thread_ts}", title=text[:200], description=text)
-        engine = "llm" if self.service.settings.use_llm() else "rulebook"
-        run_id = create_run(
-            incident,
-            source="slack",
-            payload={"slack": {"channel": channel, "thread_ts": thread_ts, "user": user}},
-            recorder=self.service.store.recorder,
-            engine=engine,
-        )
-        if run_id is not None:
-            self.service.metrics.incidents.labels("slack").inc()
-            self.service.worker.submit(Job(run_id))
-        return run_id
+        raw = {"slack": {"channel": channel, "thread_ts": thread_ts, "user": user}}
+        return accept_incident(self.service, incident, "slack", raw)
 
     def _on_mention(self, event: dict[str, Any], say: Say) -> None:
         text = " ".join(w for w in event.get("text", "").split() if not w.startswith("<@"))
@@ -211,20 +201,13 @@ class SlackBot:
     def _decide(self, run_id: str, user: str, approved: bool) -> str:
         if user not in self.approvers:
             return f"<@{user}> is not in the approvers group; nothing was changed."
-        run = self.service.store.recorder.run(run_id)
-        if run is None or run["status"] != "awaiting_approval":
+        verdict = "approved" if approved else "rejected"
+        if (
+            submit_decision(self.service, run_id, by=f"slack:{user}", approved=approved, reason=f"{verdict} in Slack")
+            == "not_waiting"
+        ):
             return f"Run `{run_id}` is not waiting for an approval."
-        self.service.worker.submit(
-            Job(
-                run_id,
-                {
-                    "approved": approved,
-                    "by": f"slack:{user}",
-                    "reason": f"{'approved' if approved else 'rejected'} in Slack",
-                },
-            )
-        )
-        return f"{'Approved' if approved else 'Rejected'} by <@{user}>; resuming run `{run_id}`."
+        return f"{verdict.capitalize()} by <@{user}>; resuming run `{run_id}`."
 
     # ---- results back to Slack ------------------------------------------------------------------
     def on_outcome(self, outcome: RunOutcome) -> None:

@@ -21,8 +21,8 @@ from fastapi import APIRouter, Request, Response
 
 from agent.schemas import Incident
 from api.deps import client_of, read_body
-from api.runs import RunOutcome, create_run
-from api.worker import Job
+from api.intake import accept_incident, submit_decision
+from api.runs import RunOutcome
 
 log = logging.getLogger("mitigate.teams")
 
@@ -111,34 +111,20 @@ class TeamsBot(ActivityHandler):
             await turn_context.send_activity(f"Triaging (run {run_id})…" if run_id else "Already triaging this.")
 
     def _triage(self, text: str, activity: Activity, reference: ConversationReference) -> str | None:
-        incident = Incident(
-            id=f"teams-{activity.conversation.id}-{activity.id}"[:200], title=text[:200], description=text
-        )
-        engine = "llm" if self.service.settings.use_llm() else "rulebook"
-        raw = {"teams": {"reference": reference.serialize()}}
-        run_id = create_run(incident, source="teams", payload=raw, recorder=self.service.store.recorder, engine=engine)
-        if run_id is not None:
-            self.service.metrics.incidents.labels("teams").inc()
-            self.service.worker.submit(Job(run_id))
-        return run_id
+        incident_id = f"teams-{activity.conversation.id}-{activity.id}"[:200]
+        incident = Incident(id=incident_id, title=text[:200], description=text)
+        return accept_incident(self.service, incident, "teams", {"teams": {"reference": reference.serialize()}})
 
     def _decide(self, run_id: str, user: str, approved: bool) -> str:
         if user not in self.approvers:
             return f"{user} is not in the approvers group; nothing was changed."
-        run = self.service.store.recorder.run(run_id)
-        if run is None or run["status"] != "awaiting_approval":
+        verdict = "approved" if approved else "rejected"
+        if (
+            submit_decision(self.service, run_id, by=f"teams:{user}", approved=approved, reason=f"{verdict} in Teams")
+            == "not_waiting"
+        ):
             return f"Run {run_id} is not waiting for an approval."
-        self.service.worker.submit(
-            Job(
-                run_id,
-                {
-                    "approved": approved,
-                    "by": f"teams:{user}",
-                    "reason": f"{'approved' if approved else 'rejected'} in Teams",
-                },
-            )
-        )
-        return f"{'Approved' if approved else 'Rejected'} by {user}; resuming run {run_id}."
+        return f"{verdict.capitalize()} by {user}; resuming run {run_id}."
 
     def on_outcome(self, outcome: RunOutcome) -> None:
         """Post the summary card into the conversation that started the run (a proactive message)."""

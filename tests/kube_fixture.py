@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,11 +49,3 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         )
     finally:
         subprocess.run([str(ROOT / "scripts" / "kube"), "down", str(state)], capture_output=True, timeout=120)
-
-
-def wait_until(check: Callable[[], bool], what: str, deadline_s: float = 60) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)

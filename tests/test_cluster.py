@@ -18,7 +18,8 @@ from agent.graph import builder
 from agent.rulebook import load_rulebook
 from tests.conftest import ROOT
 from tests.fakes import FakeSla
-from tests.kube_fixture import ControlPlane, wait_until
+from tests.kube_fixture import ControlPlane
+from tests.waiting import until
 from tools.cluster import connect
 from tools.guard import DEFAULT_POLICY, parse_policy
 
@@ -38,7 +39,7 @@ def k8s(control_plane: ControlPlane) -> Any:
     except client.ApiException as exc:
         if exc.status != 409:
             raise
-    wait_until(
+    until(
         lambda: any(
             c.type == "Established" and c.status == "True"
             for c in ext.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions or []
@@ -381,7 +382,7 @@ def test_evidence_is_read_only_facts(control_plane, k8s):
     context = _context(control_plane)
     evidence = context.cluster.evidence({"namespace": NS, "deployment": name})  # type: ignore[union-attr]
     assert evidence["deployment"]["replicas"] == 2
-    wait_until(
+    until(
         lambda: len(context.cluster.evidence({"namespace": NS, "deployment": name})["pods"]) == 2,  # type: ignore[union-attr]
         "the controller manager to create the pods",
     )

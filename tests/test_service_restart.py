@@ -9,12 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import ROOT
+from tests.waiting import until
 
 TOKEN = "restart-test-token"
 
@@ -23,14 +22,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _until(check: Callable[[], bool], what: str, deadline_s: float = 60) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def _serve(tmp_path: Path, port: int, sla_mode: str) -> subprocess.Popen[bytes]:
@@ -50,7 +41,7 @@ def _serve(tmp_path: Path, port: int, sla_mode: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    _until(lambda: _get(port, "/healthz") is not None, "the server to answer")
+    until(lambda: _get(port, "/healthz") is not None, "the server to answer")
     return proc
 
 
@@ -99,7 +90,7 @@ def test_killed_server_finishes_the_run_after_restart_without_repeating_the_acti
     server = _serve(tmp_path, port, "hang")
     try:
         incident_id = _post_alert(port)["accepted"][0]
-        _until(lambda: log.exists() and log.read_text().strip() != "", "the action to be executed")
+        until(lambda: log.exists() and log.read_text().strip() != "", "the action to be executed")
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=30)
@@ -110,7 +101,7 @@ def test_killed_server_finishes_the_run_after_restart_without_repeating_the_acti
             body = _get(port, f"/incidents/{incident_id}")
             return bool(body and body["runs"] and body["runs"][0]["status"] == "mitigated")
 
-        _until(finished, "the resumed run to finish")
+        until(finished, "the resumed run to finish")
         body = _get(port, f"/incidents/{incident_id}")
         assert body is not None and len(body["runs"]) == 1
         assert len(log.read_text().splitlines()) == 1
@@ -129,7 +120,7 @@ def test_graceful_shutdown_finishes_the_run_in_flight(tmp_path):
     server = _serve(tmp_path, port, "slow")
     try:
         incident_id = _post_alert(port)["accepted"][0]
-        _until(lambda: log.exists() and log.read_text().strip() != "", "the action to be executed")
+        until(lambda: log.exists() and log.read_text().strip() != "", "the action to be executed")
     finally:
         server.send_signal(signal.SIGTERM)  # verify is still sleeping: shutdown must wait for it
         # uvicorn re-raises SIGTERM after its graceful shutdown, so -15 is the normal exit here

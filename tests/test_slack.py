@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -20,18 +20,10 @@ from api.app import create_app
 from api.settings import Settings
 from tests.fake_slack import FakeSlack
 from tests.fakes import FakeCluster, FakeSla
+from tests.waiting import until
 from tools.guard import load_policy
 
 SECRET = "slack-signing-secret"
-
-
-def _until(check: Callable[[], Any], what: str, deadline_s: float = 30) -> Any:
-    deadline = time.monotonic() + deadline_s
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 @pytest.fixture
@@ -93,7 +85,7 @@ def test_mention_gets_a_threaded_summary(client, slack):
     body = _mention("XID 79 on node aks-gpu-7 in namespace llm-serving, its pods keep failing")
     response = client.post("/slack/events", content=body, headers={**_signed(body), "Content-Type": "application/json"})
     assert response.status_code == 200
-    summary = _until(lambda: [p for p in slack.posts() if p.get("blocks")], "the summary")[0]
+    summary = until(lambda: [p for p in slack.posts() if p.get("blocks")], "the summary")[0]
     assert summary["channel"] == "C42" and summary["thread_ts"] == "1700000000.000100"
     text = json.dumps(summary["blocks"])
     assert "Approval needed" in text and "cordon_and_evict" in text
@@ -123,13 +115,13 @@ def _click(client: TestClient, slack: FakeSlack, run_id: str, user: str, action:
 def test_button_click_approves_and_the_run_executes_once(client, slack, cluster):
     body = _mention("XID 79 on node aks-gpu-7 in namespace llm-serving, its pods keep failing")
     client.post("/slack/events", content=body, headers={**_signed(body), "Content-Type": "application/json"})
-    summary = _until(lambda: [p for p in slack.posts() if p.get("blocks")], "the approval request")[0]
+    summary = until(lambda: [p for p in slack.posts() if p.get("blocks")], "the approval request")[0]
     run_id = next(b for b in summary["blocks"] if b["type"] == "actions")["elements"][0]["value"]
     assert _click(client, slack, run_id, "UMALLORY") == 200  # not an approver: refused, nothing runs
-    assert "not in the approvers group" in _until(lambda: slack.posts("respond"), "the refusal")[0]["text"]
+    assert "not in the approvers group" in until(lambda: slack.posts("respond"), "the refusal")[0]["text"]
     assert cluster.executed == []
     assert _click(client, slack, run_id, "UALICE") == 200
-    _until(lambda: [p for p in slack.posts() if "mitigated" in p.get("text", "")], "the mitigated summary")
+    until(lambda: [p for p in slack.posts() if "mitigated" in p.get("text", "")], "the mitigated summary")
     assert _click(client, slack, run_id, "UALICE") == 200  # a second click does not run it again:
     assert "not waiting for an approval" in slack.posts("respond")[-1]["text"]  # handled before the 200
     assert len(cluster.executed) == 1
@@ -175,12 +167,12 @@ def test_slash_commands(client, slack):
         assert response.status_code == 200
 
     command("triage 429 throttling, queue backlog on every replica of llama-70b in namespace llm-serving")
-    started = _until(lambda: slack.posts("respond"), "the triage answer")[0]["text"]
+    started = until(lambda: slack.posts("respond"), "the triage answer")[0]["text"]
     run_id = started.split("`")[1]
     command(f"status {run_id}")
-    _until(lambda: any(run_id in p["text"] and "Run" in p["text"] for p in slack.posts("respond")), "status")
+    until(lambda: any(run_id in p["text"] and "Run" in p["text"] for p in slack.posts("respond")), "status")
     command("frobnicate")
-    _until(lambda: any("Usage" in p["text"] for p in slack.posts("respond")), "usage")
+    until(lambda: any("Usage" in p["text"] for p in slack.posts("respond")), "usage")
 
 
 def _thread_reply(text: str, ts: str = "1700000000.000500") -> str:
@@ -213,9 +205,9 @@ def test_follow_up_without_an_llm_gets_the_status(client, slack):
     _send(
         client, _mention("HTTP 408 on streaming for llama-70b in namespace llm-serving, streams cut off, still failing")
     )
-    _until(lambda: [p for p in slack.posts() if p.get("blocks")], "the summary")
+    until(lambda: [p for p in slack.posts() if p.get("blocks")], "the summary")
     _send(client, _thread_reply("why not restart it?"))
-    reply = _until(lambda: [p for p in slack.posts() if "No LLM is configured" in p.get("text", "")], "the reply")[0]
+    reply = until(lambda: [p for p in slack.posts() if "No LLM is configured" in p.get("text", "")], "the reply")[0]
     assert reply["thread_ts"] == "1700000000.000100" and "A3/timeout" in reply["text"]
 
 
@@ -258,9 +250,9 @@ def test_follow_up_with_an_llm_is_answered_from_the_record(tmp_path, slack):
 
         with TestClient(create_app(settings, context_factory=context)) as test_client:
             _send(test_client, _mention("HTTP 408 on streaming for llama-70b, streams cut off, still failing"))
-            _until(lambda: [p for p in slack.posts() if p.get("blocks")], "the summary")
+            until(lambda: [p for p in slack.posts() if p.get("blocks")], "the summary")
             _send(test_client, _thread_reply("why not restart it?"))
-            answer = _until(lambda: [p for p in slack.posts() if "idle streams" in p.get("text", "")], "the answer")[0]
+            answer = until(lambda: [p for p in slack.posts() if "idle streams" in p.get("text", "")], "the answer")[0]
         assert answer["thread_ts"] == "1700000000.000100"
         question = llm.requests[-1]["body"]["messages"][0]["content"]
         assert "why not restart it?" in question and '"subcategory": "timeout"' in question
@@ -298,7 +290,7 @@ def test_webhook_incidents_are_summarised_in_the_alert_channel(tmp_path, slack):
         }
         response = test_client.post("/webhooks/alertmanager", json=payload, headers={"Authorization": "Bearer am"})
         assert response.status_code == 202
-        post = _until(lambda: [p for p in slack.posts() if p.get("channel") == "C-ALERTS"], "the channel post")[0]
+        post = until(lambda: [p for p in slack.posts() if p.get("channel") == "C-ALERTS"], "the channel post")[0]
     assert "thread_ts" not in post or post["thread_ts"] in (None, "")
     assert "A3/timeout" in json.dumps(post["blocks"])
 

@@ -3,8 +3,7 @@ local OpenID metadata and keys), and replies go to a local stub of the connector
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +18,10 @@ from api.app import create_app
 from api.settings import Settings
 from tests.fake_botframework import FakeBotFramework, StaticTokenCredentials
 from tests.fakes import FakeCluster, FakeSla
+from tests.waiting import until
 from tools.guard import load_policy
 
 APP_ID = "00000000-0000-0000-0000-0000000000aa"
-
-
-def _until(check: Callable[[], Any], what: str, deadline_s: float = 30) -> Any:
-    deadline = time.monotonic() + deadline_s
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 @pytest.fixture
@@ -105,14 +96,14 @@ def test_a_message_gets_a_reply_through_the_connector(client, framework):
     reply = framework.replies[0]
     assert reply["path"] == "/v3/conversations/19%3Aincident-room/activities/act-1"
     assert reply["auth"] == "Bearer outbound-test-token" and "Triaging" in reply["body"]["text"]
-    card = _until(lambda: [r for r in framework.replies if r["body"].get("attachments")], "the card")[0]
+    card = until(lambda: [r for r in framework.replies if r["body"].get("attachments")], "the card")[0]
     content = card["body"]["attachments"][0]["content"]
     assert content["type"] == "AdaptiveCard" and "Approval needed" in content["body"][0]["text"]
 
 
 def test_a_card_action_approves(client, framework, cluster):
     _post(client, framework, _activity(framework, "XID 79 on node aks-gpu-7 in namespace llm-serving, still failing"))
-    card = _until(lambda: [r for r in framework.replies if r["body"].get("attachments")], "the card")[0]
+    card = until(lambda: [r for r in framework.replies if r["body"].get("attachments")], "the card")[0]
     submit = card["body"]["attachments"][0]["content"]["actions"][0]["data"]
     assert _post(client, framework, _activity(framework, value=submit, user="aad-mallory", activity_id="a2")) in (
         200,
@@ -123,8 +114,8 @@ def test_a_card_action_approves(client, framework, cluster):
         200,
         202,
     )
-    _until(lambda: cluster.executed, "the approved action")
-    done = _until(
+    until(lambda: cluster.executed, "the approved action")
+    done = until(
         lambda: [r for r in framework.replies if r["body"].get("attachments") and "mitigated" in str(r)],
         "the mitigated card",
     )

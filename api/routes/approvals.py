@@ -9,8 +9,8 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from api.deps import ServiceDep, client_of
+from api.intake import submit_decision
 from api.security import require_bearer
-from api.worker import Job
 
 router = APIRouter(prefix="/runs", tags=["approvals"])
 
@@ -23,12 +23,13 @@ class Decision(BaseModel):
 async def _decide(run_id: str, decision: Decision, approved: bool, request: Request, service: Any) -> dict[str, Any]:
     service.limiter.check("rest", client_of(request))
     require_bearer(request, service.settings.api_token, "the REST API")
-    run = await run_in_threadpool(service.store.recorder.run, run_id)
-    if run is None:
+    if await run_in_threadpool(service.store.recorder.run, run_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id}")
-    if run["status"] != "awaiting_approval":
-        raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id} is {run['status']}, not awaiting approval")
-    service.worker.submit(Job(run_id, {"approved": approved, "by": decision.by, "reason": decision.reason}))
+    submitted = await run_in_threadpool(
+        lambda: submit_decision(service, run_id, by=decision.by, approved=approved, reason=decision.reason)
+    )
+    if submitted == "not_waiting":
+        raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id} is not awaiting approval")
     return {"run_id": run_id, "accepted": True}
 
 

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from agent.schemas import Incident
 from api.deps import ServiceDep, client_of
-from api.routes.webhooks import _accept
+from api.intake import accept_incident
 from api.security import require_bearer
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/incidents", tags=["incidents"])
 async def create_incident(incident: Incident, request: Request, service: ServiceDep) -> dict[str, Any]:
     service.limiter.check("rest", client_of(request))
     require_bearer(request, service.settings.api_token, "the REST API")
-    run_id = await run_in_threadpool(_accept, service, incident, "rest", incident.model_dump(mode="json"))
+    run_id = await run_in_threadpool(accept_incident, service, incident, "rest", incident.model_dump(mode="json"))
     return {"incident_id": incident.id, "run_id": run_id, "duplicate": run_id is None}
 
 

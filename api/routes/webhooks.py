@@ -12,10 +12,9 @@ from agent.schemas import Incident
 from api.alertmanager import AlertmanagerPayload, alert_fingerprint, incident_from_alert, incident_id_for
 from api.app import Service
 from api.deps import ServiceDep, client_of, read_body, store_write
+from api.intake import accept_incident
 from api.pagerduty import PagerDutyPayload, incident_from_event, raw_of, signature_ok
-from api.runs import create_run
 from api.security import require_bearer, require_signature
-from api.worker import Job
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
@@ -24,21 +23,6 @@ def _invalid(exc: ValidationError, service: Service, where: str) -> HTTPExceptio
     service.metrics.errors.labels(where, "invalid_payload").inc()
     errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False)]
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"reason": "invalid payload", "errors": errors})
-
-
-def _accept(
-    service: Service, incident: Incident, source: str, raw: dict[str, Any], fingerprint: str | None = None
-) -> str | None:
-    engine = "llm" if service.settings.use_llm() else "rulebook"
-    run_id = create_run(
-        incident, source=source, payload=raw, recorder=service.store.recorder, engine=engine, fingerprint=fingerprint
-    )
-    if run_id is None:
-        service.metrics.duplicates.labels(source).inc()
-        return None
-    service.metrics.incidents.labels(source).inc()
-    service.worker.submit(Job(run_id))
-    return run_id
 
 
 @router.post(
@@ -64,7 +48,7 @@ async def alertmanager(request: Request, service: ServiceDep) -> dict[str, Any]:
                 if service.queries.mark_resolved(incident_id, ends):
                     out["resolved"].append(incident_id)
                     continue
-            run_id = _accept(
+            run_id = accept_incident(
                 service,
                 incident_from_alert(alert),
                 "alertmanager",
@@ -90,7 +74,9 @@ async def incident_webhook(request: Request, service: ServiceDep) -> dict[str, A
         incident = Incident.model_validate_json(body)
     except ValidationError as exc:
         raise _invalid(exc, service, "incident") from None
-    run_id = await store_write(service, lambda: _accept(service, incident, "webhook", incident.model_dump(mode="json")))
+    run_id = await store_write(
+        service, lambda: accept_incident(service, incident, "webhook", incident.model_dump(mode="json"))
+    )
     return {"incident_id": incident.id, "run_id": run_id, "duplicate": run_id is None}
 
 
@@ -118,5 +104,5 @@ async def pagerduty(request: Request, service: ServiceDep) -> dict[str, Any]:
         return {"incident_id": incident.id, "resolved": found}
     if event.event_type != "incident.triggered":
         return {"incident_id": incident.id, "ignored": event.event_type}
-    run_id = await store_write(service, lambda: _accept(service, incident, "pagerduty", raw_of(payload)))
+    run_id = await store_write(service, lambda: accept_incident(service, incident, "pagerduty", raw_of(payload)))
     return {"incident_id": incident.id, "run_id": run_id, "duplicate": run_id is None}
