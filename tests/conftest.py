@@ -18,9 +18,12 @@ LOOPBACK = {"localhost", "127.0.0.1", "::1", None}
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _offline(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test can reach an LLM (or anything else) by accident: only loopback resolves, and no
-    LLM endpoint or key from the developer's environment leaks in."""
+    LLM endpoint or key from the developer's environment leaks in. Tests marked `live_llm` opt out."""
+    if request.node.get_closest_marker("live_llm"):
+        yield
+        return
     for name in list(os.environ):
         if name.startswith(("MITIGATE_", "OPENAI_")):
             monkeypatch.delenv(name)

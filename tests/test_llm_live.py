@@ -1,0 +1,47 @@
+"""Opt-in contract test against a real OpenAI-compatible endpoint (skipped unless configured).
+
+MITIGATE_LIVE_LLM_BASE_URL=http://127.0.0.1:8000/v1 [MITIGATE_LIVE_LLM_MODEL=...] [MITIGATE_LIVE_LLM_API_KEY=...]
+e.g. a local llama.cpp server with a small model (see the environment notes). It checks the contract,
+not the answer: a small model's content is unreliable, so a valid answer or a recorded fallback both pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from pydantic import SecretStr
+
+from agent.context import MemoryRecorder, TriageContext
+from agent.graph import build_graph
+from agent.rulebook import load_rulebook
+from api.settings import Settings
+from api.wiring import make_llm
+from tests.conftest import ROOT
+from tools.guard import load_policy
+
+BASE_URL = os.environ.get("MITIGATE_LIVE_LLM_BASE_URL")
+pytestmark = [
+    pytest.mark.live_llm,
+    pytest.mark.skipif(not BASE_URL, reason="set MITIGATE_LIVE_LLM_BASE_URL to run live LLM tests"),
+]
+
+
+def test_live_endpoint_answers_within_the_contract():
+    settings = Settings(
+        llm_base_url=BASE_URL,
+        llm_model=os.environ.get("MITIGATE_LIVE_LLM_MODEL", "default"),
+        llm_api_key=SecretStr(os.environ.get("MITIGATE_LIVE_LLM_API_KEY", "")),
+        llm_timeout_s=120,
+    )
+    context = TriageContext(
+        rulebook=load_rulebook(), policy=load_policy(), recorder=MemoryRecorder(), llm=make_llm(settings)
+    )
+    incident = json.loads((ROOT / "examples" / "timeout-408-streaming.json").read_text())
+    report = build_graph().invoke({"run_id": "live", "incident": incident}, context=context)["report"]
+    assert sum(u["calls"] for u in report["llm_usage"]) >= 1
+    if report["engine"] == "llm":
+        assert report["category"] in ("A1", "A2", "A3", "A4", "unknown")
+    else:
+        assert report["fallbacks"] and report["fallbacks"][0]["stage"] == "classify"
