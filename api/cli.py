@@ -157,6 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade = db_sub.add_parser("upgrade", help="apply schema migrations (also done on first use)")
     upgrade.set_defaults(func=cmd_db_upgrade)
 
+    postmortems = sub.add_parser("postmortems", help="the index of past postmortems (docs/postmortems.md)")
+    pm_sub = postmortems.add_subparsers(dest="pm_command", required=True, metavar="POSTMORTEMS_COMMAND")
+    ingest = pm_sub.add_parser("ingest", help="add or update postmortems from a folder or file (idempotent)")
+    ingest.add_argument("path", type=Path, help="a Markdown postmortem or a folder of them")
+    ingest.set_defaults(func=cmd_postmortems_ingest)
+    search = pm_sub.add_parser("search", help="hybrid (vector + BM25) search of the index")
+    search.add_argument("text", help="what to look for")
+    search.add_argument("-k", type=int, default=5, help="how many postmortems (default 5)")
+    search.add_argument("--json", action="store_true", help="print a JSON list")
+    search.set_defaults(func=cmd_postmortems_search)
+
     serve = sub.add_parser("serve", help="run the service: webhooks, REST, approvals, /metrics")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
@@ -172,6 +183,51 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="triage the example incidents and score the labeled dataset")
     demo.set_defaults(func=cmd_demo)
     return parser
+
+
+def cmd_postmortems_ingest(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from api.settings import get_settings
+    from api.wiring import open_postmortem_index
+
+    if not args.path.exists():
+        return _fail(f"{args.path} does not exist")
+    settings = get_settings()
+    index = open_postmortem_index(settings.state_dir, settings.chroma_url)
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(), console=console, transient=True
+    ) as progress:
+        task = progress.add_task("ingest", total=None)
+        report = index.ingest(args.path, lambda done, total: progress.update(task, completed=done, total=total))
+    print(
+        f"added {len(report.added)}, updated {len(report.updated)}, unchanged {report.unchanged}, "
+        f"failed {len(report.failed)}; {report.chunks} chunks written; {index.count()} postmortems indexed"
+    )
+    for _path, reason in report.failed:
+        print(f"skipped: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_postmortems_search(args: argparse.Namespace) -> int:
+    from api.settings import get_settings
+    from api.wiring import open_postmortem_index
+
+    settings = get_settings()
+    results = open_postmortem_index(settings.state_dir, settings.chroma_url).search(args.text, args.k)
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    for r in results:
+        print(
+            f"{r['id']}  {r['score']:.4f}  {r['category']}/{r['subcategory']} fixed by {r['mitigation']}  "
+            f"{r['title']}\n    [{r['section']}] {r['snippet'][:200]}"
+        )
+    if not results:
+        print("no postmortems match (is the index empty? run: mitigate postmortems ingest PATH)")
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr = SecretStr("")
     llm_timeout_s: float = Field(default=30.0, gt=0)
     llm_max_retries: int = Field(default=1, ge=0)
+    state_dir: Path = Field(default=Path(".mitigate"), description="local state: postmortem index, kube dir")
+    chroma_url: str | None = Field(
+        default=None, description="a Chroma server (http://host:port) instead of the embedded index under state_dir"
+    )
     rulebook_path: Path | None = None
     policy_path: Path | None = None
     propose_only: bool = Field(default=False, description="never write to a cluster, even with one configured")

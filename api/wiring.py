@@ -6,6 +6,8 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from agent.context import Recorder, TriageContext
@@ -40,6 +42,22 @@ def make_cluster(settings: Settings) -> Any:
     return connect(str(settings.kubeconfig), approved, max_pods_affected=policy.blast_radius["max_pods_affected"])
 
 
+@cache
+def open_postmortem_index(state_dir: Path, chroma_url: str | None) -> Any:
+    from tools.postmortems import PostmortemIndex
+
+    return PostmortemIndex(state_dir, chroma_url=chroma_url)
+
+
+def make_retriever(settings: Settings) -> Any:
+    """Precedents when a postmortem index exists (after `mitigate postmortems ingest`), else none."""
+    if settings.chroma_url is None and not (settings.state_dir / "postmortems.db").exists():
+        return None
+    from tools.postmortems import PostmortemRetriever
+
+    return PostmortemRetriever(open_postmortem_index(settings.state_dir, settings.chroma_url))
+
+
 def make_context(
     settings: Settings, recorder: Recorder, *, propose_only: bool | None = None, engine: str | None = None
 ) -> TriageContext:
@@ -51,6 +69,7 @@ def make_context(
         recorder=recorder,
         llm=make_llm(settings) if use_llm else None,
         cluster=make_cluster(settings),
+        retriever=make_retriever(settings),
         propose_only=settings.propose_only if propose_only is None else propose_only,
     )
 

@@ -19,6 +19,7 @@ MITIGATE = [sys.executable, "-m", "api.cli"]
 def _run(*args: str, db: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MITIGATE_", "OPENAI_"))}
     env["MITIGATE_DATABASE_URL"] = f"sqlite:///{db}"
+    env["MITIGATE_STATE_DIR"] = str(db.parent / "state")  # never the developer's own postmortem index
     return subprocess.run(
         [*MITIGATE, *args], cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=120
     )
