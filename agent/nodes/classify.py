@@ -7,6 +7,7 @@ from langgraph.runtime import Runtime
 from agent.context import TriageContext
 from agent.llm import LLMFailure
 from agent.nodes._common import incident_of, record
+from agent.precedents import combine
 from agent.state import TriageState
 
 
@@ -14,7 +15,7 @@ def classify(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, A
     """Rulebook first (it is also the fallback); the LLM's answer wins only when it is valid."""
     ctx = runtime.context
     incident = incident_of(state)
-    result = ctx.rulebook.classify(incident)
+    result = combine(ctx.rulebook, ctx.rulebook.classify(incident), state.get("precedents", []))
     update: dict[str, Any] = {}
     if ctx.llm is not None:
         try:
