@@ -207,6 +207,16 @@ def _cause_spans(rulebook: Rulebook, text: str) -> list[tuple[int, int]]:
     return spans
 
 
+_NEGATION = re.compile(r"\b(?:no|not|without|never|nor|zero|non)\b[\w\s-]{0,12}$", re.IGNORECASE)
+
+
+def _negated(text: str, start: int) -> bool:
+    """A mention right after a negation in the same clause ("no XID", "without any 429s")."""
+    window = text[max(0, start - 20) : start]
+    window = re.split(r"[.;:,!?\n()]", window)[-1]
+    return bool(_NEGATION.search(window))
+
+
 def score_subcategories(rulebook: Rulebook, incident: Incident) -> dict[str, tuple[float, list[Evidence]]]:
     text = incident.text()
     spans = _cause_spans(rulebook, text)
@@ -216,11 +226,14 @@ def score_subcategories(rulebook: Rulebook, incident: Incident) -> dict[str, tup
         total = 0.0
         evidence: list[Evidence] = []
         for phrase in sub.phrases:
-            match = phrase.pattern.search(text)
-            if not match:
+            matches = list(phrase.pattern.finditer(text))
+            if phrase.weight > 0:  # "no XID", "not a crash": negated mentions are not evidence for
+                matches = [m for m in matches if not _negated(text, m.start())]
+            if not matches:
                 continue
+            match = matches[0]
             weight = phrase.weight
-            if weight > 0 and any(a <= m.start() < b for a, b in spans for m in phrase.pattern.finditer(text)):
+            if weight > 0 and any(a <= m.start() < b for a, b in spans for m in matches):
                 weight *= rulebook.cause_bonus
             total += weight
             evidence.append(Evidence(source="text", detail=f"{match.group(0)!r}", weight=weight, points_to=sub.id))
