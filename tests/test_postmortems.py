@@ -156,3 +156,49 @@ def test_cli_ingest_is_idempotent_reports_bad_files_and_search_prints_json(tmp_p
     assert "added 0, updated 0, unchanged 5" in second.stdout
     found = json.loads(mitigate("postmortems", "search", "GPU XID fell off the bus", "-k", "2", "--json").stdout)
     assert found[0]["id"] == "PM-002" and len(found) == 2
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.waiting import until
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    chroma = Path(sys.executable).parent / "chroma"
+    env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
+    server = subprocess.Popen(
+        [str(chroma), "run", "--host", "127.0.0.1", "--port", str(port), "--path", str(tmp_path / "chroma-server")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        until(up, "the Chroma server's heartbeat", deadline_s=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.chroma_server
+def test_the_same_index_works_against_a_chroma_server(tmp_path, corpus, embedder, chroma_server):
+    index = PostmortemIndex(tmp_path / "state", chroma_url=chroma_server, embedder=embedder)
+    assert len(index.ingest(corpus).added) == 5
+    chunks = index.collection.count()
+    assert index.search("GPU fell off the bus, XID 79", 1, mode="vector")[0]["id"] == "PM-002"
+    assert index.ingest(corpus).unchanged == 5 and index.collection.count() == chunks
