@@ -112,11 +112,13 @@ def main() -> None:
         for target in sizes:
             started, added_chunks, added = time.perf_counter(), 0, 0
             while chunks < target:
-                postmortem = parse_postmortem(synthetic(i, rng), f"syn-{i}.md")
-                added_chunks += index._add(postmortem)
-                chunks += len(postmortem.chunks())
-                added += 1
-                i += 1
+                batch = []
+                while chunks < target and len(batch) < 64:
+                    batch.append(parse_postmortem(synthetic(i, rng), f"syn-{i}.md"))
+                    chunks += len(batch[-1].chunks())
+                    i += 1
+                added_chunks += index._add_many(batch)
+                added += len(batch)
             index.db.commit()
             elapsed = time.perf_counter() - started
             postmortems += added

@@ -71,32 +71,46 @@ class PostmortemIndex:
         self.db.executescript(_SCHEMA)
 
     # ---- ingestion ----------------------------------------------------------------------------
-    def ingest(self, path: Path, progress: Callable[[int, int], None] | None = None) -> IngestReport:
+    def ingest(
+        self, path: Path, progress: Callable[[int, int], None] | None = None, batch_size: int = 64
+    ) -> IngestReport:
         files = sorted(path.rglob("*.md")) if path.is_dir() else [path]
         report = IngestReport()
+        pending: list[tuple[Path, Postmortem, bool]] = []
         for done, file in enumerate(files, start=1):
             try:
-                self._ingest_file(file, report)
+                postmortem = read_postmortem(file)
             except PostmortemError as exc:
                 report.failed.append((str(file), str(exc)))
+                continue
+            known = self.db.execute("SELECT digest FROM files WHERE path = ?", (str(file),)).fetchone()
+            if known and known[0] == postmortem.digest:
+                report.unchanged += 1
+            else:
+                existed = self.db.execute("SELECT 1 FROM postmortems WHERE id = ?", (postmortem.meta.id,)).fetchone()
+                pending.append((file, postmortem, bool(existed or known)))
+            if len(pending) >= batch_size or done == len(files):
+                self._write(pending, report)
+                pending = []
             if progress is not None:
                 progress(done, len(files))
+        self._write(pending, report)
         return report
 
-    def _ingest_file(self, file: Path, report: IngestReport) -> None:
-        postmortem = read_postmortem(file)
-        known = self.db.execute("SELECT digest FROM files WHERE path = ?", (str(file),)).fetchone()
-        if known and known[0] == postmortem.digest:
-            report.unchanged += 1
+    def _write(self, pending: list[tuple[Path, Postmortem, bool]], report: IngestReport) -> None:
+        if not pending:
             return
-        existed = self.db.execute("SELECT 1 FROM postmortems WHERE id = ?", (postmortem.meta.id,)).fetchone()
-        self._remove(postmortem.meta.id)
-        report.chunks += self._add(postmortem)
-        self.db.execute(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?)", (str(file), postmortem.digest, postmortem.meta.id)
+        latest = {pm.meta.id: (file, pm, updated) for file, pm, updated in pending}  # one id twice: last wins
+        for postmortem_id in latest:
+            self._remove(postmortem_id)
+        report.chunks += self._add_many([pm for _, pm, _ in latest.values()])
+        self.db.executemany(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?)",
+            [(str(file), pm.digest, pm.meta.id) for file, pm, _ in pending],
         )
         self.db.commit()
-        (report.updated if existed or known else report.added).append(postmortem.meta.id)
+        for postmortem_id, (_, _, updated) in latest.items():
+            (report.updated if updated else report.added).append(postmortem_id)
 
     def _remove(self, postmortem_id: str) -> None:
         self.collection.delete(where={"postmortem_id": postmortem_id})
@@ -104,42 +118,56 @@ class PostmortemIndex:
         self.db.execute("DELETE FROM postmortems WHERE id = ?", (postmortem_id,))
 
     def _add(self, postmortem: Postmortem) -> int:
-        meta = postmortem.meta
-        chunks = postmortem.chunks()
-        ids = [f"{meta.id}#{c.section}#{c.ordinal}" for c in chunks]
-        common = {
-            "postmortem_id": meta.id,
-            "category": meta.category,
-            "subcategory": meta.subcategory,
-            "mitigation": meta.mitigation,
-            "date_ts": _ts(meta.date),
-        }
-        self.collection.add(
-            ids=ids,
-            documents=[c.text for c in chunks],
-            embeddings=list(self.embedder.embed([c.text for c in chunks])),
-            metadatas=[{**common, "section": c.section} for c in chunks],
-        )
+        return self._add_many([postmortem])
+
+    def _add_many(self, postmortems: list[Postmortem]) -> int:
+        """One embedding pass and one Chroma write for many postmortems: per-call overhead dominated."""
+        rows = [(pm.meta, chunk) for pm in postmortems for chunk in pm.chunks()]
+        if not rows:
+            return 0
+        texts = [chunk.text for _, chunk in rows]
+        # Similar lengths share a batch, so little of each batch is padding.
+        order = sorted(range(len(texts)), key=lambda n: len(texts[n]))
+        vectors = self.embedder.embed([texts[n] for n in order])
+        embeddings = [None] * len(texts)
+        for position, n in enumerate(order):
+            embeddings[n] = vectors[position]
+        ids = [f"{meta.id}#{chunk.section}#{chunk.ordinal}" for meta, chunk in rows]
+        metadatas = [
+            {
+                "postmortem_id": meta.id,
+                "category": meta.category,
+                "subcategory": meta.subcategory,
+                "mitigation": meta.mitigation,
+                "date_ts": _ts(meta.date),
+                "section": chunk.section,
+            }
+            for meta, chunk in rows
+        ]
+        self.collection.add(ids=ids, documents=texts, embeddings=embeddings, metadatas=metadatas)
         self.db.executemany(
             "INSERT INTO chunks VALUES (?, ?, ?, ?)",
-            [(i, meta.id, c.section, c.text) for i, c in zip(ids, chunks, strict=True)],
+            [(i, meta.id, chunk.section, chunk.text) for i, (meta, chunk) in zip(ids, rows, strict=True)],
         )
-        self.db.execute(
+        self.db.executemany(
             "INSERT INTO postmortems VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                meta.id,
-                meta.incident_id,
-                meta.title,
-                _ts(meta.date),
-                meta.date.date().isoformat(),
-                meta.category,
-                meta.subcategory,
-                meta.mitigation,
-                meta.ttm_hours,
-                ",".join(meta.services),
-            ),
+            [
+                (
+                    pm.meta.id,
+                    pm.meta.incident_id,
+                    pm.meta.title,
+                    _ts(pm.meta.date),
+                    pm.meta.date.date().isoformat(),
+                    pm.meta.category,
+                    pm.meta.subcategory,
+                    pm.meta.mitigation,
+                    pm.meta.ttm_hours,
+                    ",".join(pm.meta.services),
+                )
+                for pm in postmortems
+            ],
         )
-        return len(chunks)
+        return len(rows)
 
     # ---- search -------------------------------------------------------------------------------
     def search(
