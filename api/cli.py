@@ -101,6 +101,59 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     return run_eval(args)
 
 
+def _comparison(a: str, b: str, resamples: int) -> dict[str, Any]:
+    from api.settings import get_settings
+    from api.wiring import open_store
+    from evals.compare import compare, load_cases
+
+    needs_db = not (Path(a).is_file() and Path(b).is_file())
+    sessions = open_store(get_settings()).sessions if needs_db else None
+    return compare(load_cases(a, sessions), load_cases(b, sessions), resamples)
+
+
+def cmd_eval_compare(args: argparse.Namespace) -> int:
+    try:
+        result = _comparison(args.a, args.b, args.resamples)
+    except (LookupError, ValueError, KeyError) as exc:
+        return _fail(str(exc))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['n']} paired cases; deltas are candidate - baseline with bootstrap 95% intervals")
+    for metric, d in result["deltas"].items():
+        low, high = d["ci95"]
+        interval = f"[{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else "[n/a]"
+        delta = f"{d['delta']:+.3f}" if d["delta"] is not None else "n/a"
+        print(f"  {metric:<22} {delta:>7} {interval}")
+    test = result["mcnemar_category"]
+    print(
+        f"McNemar (category correctness): baseline-only right {test['only_a_right']}, candidate-only right "
+        f"{test['only_b_right']}, p = {test['p_value']:.4f}"
+    )
+    print(f"{len(result['flipped'])} flipped cases:")
+    for case in result["flipped"][:50]:
+        print(
+            f"  {case['id']}: expected {case['expected'].get('category')}/{case['expected'].get('mitigation')}, "
+            f"baseline {case['a'].get('category')}/{case['a'].get('mitigation')}, "
+            f"candidate {case['b'].get('category')}/{case['b'].get('mitigation')}"
+        )
+    return 0
+
+
+def cmd_eval_gate(args: argparse.Namespace) -> int:
+    from evals.compare import gate
+
+    try:
+        reasons = gate(_comparison(args.baseline, args.candidate, args.resamples))
+    except (LookupError, ValueError, KeyError) as exc:
+        return _fail(str(exc))
+    for reason in reasons:
+        print(f"gate: FAIL: {reason}")
+    if not reasons:
+        print("gate: pass (no significant regression in category accuracy or M5 precision)")
+    return 1 if reasons else 0
+
+
 def cmd_db_upgrade(_: argparse.Namespace) -> int:
     from api.settings import get_settings
     from api.wiring import open_store
@@ -151,6 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cases", action="store_true", help="with --json: include every case's prediction")
     run.add_argument("--no-store", action="store_true", help="do not record the eval run in the database")
     run.set_defaults(func=cmd_eval_run)
+
+    comp = eval_sub.add_parser("compare", help="metric deltas, McNemar test and flipped cases between two runs")
+    comp.add_argument("a", help="baseline: an eval run id, or a file from `eval run --json --cases`")
+    comp.add_argument("b", help="candidate: an eval run id or such a file")
+    comp.add_argument("--json", action="store_true")
+    comp.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    comp.set_defaults(func=cmd_eval_compare)
+    gate = eval_sub.add_parser("gate", help="exit 1 when the candidate is significantly worse than the baseline")
+    gate.add_argument("--baseline", required=True, help="an eval run id or file")
+    gate.add_argument("--candidate", required=True, help="an eval run id or file")
+    gate.add_argument("--resamples", type=int, default=1000)
+    gate.set_defaults(func=cmd_eval_gate)
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")

@@ -1,0 +1,111 @@
+"""Comparing eval runs, and the gate CI runs against the committed rulebook baseline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent.rulebook import DEFAULT_RULEBOOK
+from evals.compare import Case, compare, mcnemar
+from tests.conftest import ROOT
+
+BASELINE = ROOT / "evals" / "baselines" / "rulebook-paper156.json"
+DATASET = ROOT / "evals" / "datasets" / "paper156.jsonl"
+
+
+def test_mcnemar_exact_p_value():
+    # 10 discordant pairs favour A, 2 favour B: p = 2 * (C(12,0) + C(12,1) + C(12,2)) / 2**12
+    a = [True] * 10 + [False] * 2 + [True] * 5
+    b = [False] * 10 + [True] * 2 + [True] * 5
+    assert mcnemar(a, b) == (10, 2, pytest.approx(2 * (1 + 12 + 66) / 4096))
+    assert mcnemar([True, False], [True, False])[2] == 1.0
+
+
+def test_compare_reports_deltas_and_flips():
+    expected = {"category": "A3", "subcategory": "timeout", "mitigation": "M1"}
+    right = {"category": "A3", "subcategory": "timeout", "mitigation": "M1"}
+    wrong = {"category": "A1", "subcategory": "bad_node", "mitigation": "M4"}
+    a = [Case(str(i), expected, right) for i in range(20)]
+    b = [Case(str(i), expected, right if i >= 5 else wrong) for i in range(20)]
+    result = compare(a, b, resamples=200)
+    assert result["deltas"]["category_accuracy"]["delta"] == pytest.approx(-0.25)
+    low, high = result["deltas"]["category_accuracy"]["ci95"]
+    assert low <= -0.25 <= high < 0
+    assert [f["id"] for f in result["flipped"]] == ["0", "1", "2", "3", "4"]
+
+
+def _eval(tmp_path: Path, rulebook: Path | None = None) -> Path:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MITIGATE_", "OPENAI_"))}
+    env |= {"MITIGATE_DATABASE_URL": f"sqlite:///{tmp_path}/g.db", "MITIGATE_STATE_DIR": str(tmp_path / "state")}
+    if rulebook is not None:
+        env["MITIGATE_RULEBOOK_PATH"] = str(rulebook)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "eval",
+            "run",
+            "--dataset",
+            str(DATASET),
+            "--engine",
+            "rulebook",
+            "--json",
+            "--cases",
+            "--no-store",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / f"candidate-{rulebook.stem if rulebook else 'current'}.json"
+    out.write_text(done.stdout)
+    return out
+
+
+def _gate(candidate: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "eval",
+            "gate",
+            "--baseline",
+            str(BASELINE),
+            "--candidate",
+            str(candidate),
+            "--resamples",
+            "300",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_the_current_rulebook_passes_the_gate_against_the_committed_baseline(tmp_path):
+    result = _gate(_eval(tmp_path))
+    assert result.returncode == 0, result.stdout
+
+
+def test_the_gate_fails_a_rulebook_with_one_subcategory_removed(tmp_path):
+    data = yaml.safe_load(DEFAULT_RULEBOOK.read_text())
+    data["subcategories"]["timeout"]["phrases"] = []
+    data["subcategories"]["timeout"]["alerts"] = []
+    data["subcategories"]["timeout"]["signals"] = []
+    degraded = tmp_path / "degraded.yaml"
+    degraded.write_text(yaml.safe_dump(data))
+    result = _gate(_eval(tmp_path, degraded))
+    assert result.returncode == 1 and "category accuracy worse" in result.stdout
+    assert json.loads(BASELINE.read_text())["n"] == 156
