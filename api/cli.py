@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON object of metrics")
     run.add_argument("--cases", action="store_true", help="with --json: include every case's prediction")
     run.add_argument("--no-store", action="store_true", help="do not record the eval run in the database")
+    run.add_argument("--model", help="LLM model name (overrides MITIGATE_LLM_MODEL)")
+    run.add_argument("--base-url", help="OpenAI-compatible endpoint (overrides MITIGATE_LLM_BASE_URL)")
+    run.add_argument("--concurrency", type=int, default=1, help="cases replayed at once (default 1)")
+    run.add_argument("--resume", metavar="EVAL_RUN_ID", help="continue an interrupted eval run")
     run.set_defaults(func=cmd_eval_run)
 
     comp = eval_sub.add_parser("compare", help="metric deltas, McNemar test and flipped cases between two runs")

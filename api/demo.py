@@ -57,7 +57,17 @@ def run_demo() -> int:
     if DATASET.exists():
         console.print(f"\nScoring the rulebook engine on {DATASET} (test half):")
         args = argparse.Namespace(
-            dataset=DATASET, split="test", engine="rulebook", label="demo", json=False, cases=False, no_store=False
+            dataset=DATASET,
+            split="test",
+            engine="rulebook",
+            label="demo",
+            json=False,
+            cases=False,
+            no_store=False,
+            model=None,
+            base_url=None,
+            concurrency=1,
+            resume=None,
         )
         return run_eval(args)
     return 0

@@ -1,16 +1,34 @@
-"""`mitigate eval run`: replay, score, record and print."""
+"""`mitigate eval run`: replay, score, record and print. Cases are stored as they finish, so an
+interrupted run continues with `--resume EVAL_RUN_ID`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import threading
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from evals.dataset import DatasetError, dataset_digest, load_dataset
 from evals.metrics import score
 from evals.replay import CaseResult, replay
+
+
+def _fail(message: str) -> int:
+    print(f"mitigate: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _summary(stored: list[dict[str, Any]]) -> dict[str, Any]:
+    metrics = score([c["expected"] for c in stored], [c["predicted"] for c in stored])
+    latencies = sorted(c["latency_ms"] for c in stored)
+    metrics["latency_ms_p50"] = latencies[len(latencies) // 2]
+    metrics["latency_ms_p95"] = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]
+    metrics["llm_calls"] = sum(c["llm_calls"] for c in stored)
+    metrics["tokens"] = sum(c["tokens"] for c in stored)
+    return metrics
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -19,20 +37,52 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from agent.context import MemoryRecorder
     from api.settings import get_settings
-    from api.wiring import make_context
+    from api.wiring import make_context, open_store
     from prompts import prompt_set_digest
+    from store.evals import EvalStore
 
     try:
         cases = load_dataset(args.dataset, args.split)
     except (OSError, DatasetError) as exc:
-        print(f"mitigate: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
     if not cases:
-        print(f"mitigate: error: {args.dataset} has no cases in split {args.split!r}", file=sys.stderr)
-        return 2
-    settings = get_settings()
+        return _fail(f"{args.dataset} has no cases in split {args.split!r}")
+    overrides = {k: v for k, v in (("llm_model", args.model), ("llm_base_url", args.base_url)) if v}
+    settings = get_settings().model_copy(update=overrides)
     template = make_context(settings, MemoryRecorder(), propose_only=True, engine=args.engine)
+    config = {
+        "engine": "llm" if template.llm else "rulebook",
+        "model": getattr(template.llm, "model", None),
+        "split": args.split,
+        "retrieval": template.retriever is not None,
+        "rulebook_version": template.rulebook.version,
+        "rulebook_hash": template.rulebook.digest,
+        "policy_hash": template.policy.digest,
+        "prompt_hash": prompt_set_digest(),
+    }
+    evals = None if args.no_store else EvalStore(open_store(settings).sessions)
+    eval_id = args.resume or uuid.uuid4().hex
+    done: list[dict[str, Any]] = []
+    if evals is not None and args.resume:
+        previous = evals.get(args.resume)
+        if previous is None:
+            return _fail(f"no eval run {args.resume} to resume")
+        if previous["dataset_hash"] != dataset_digest(args.dataset) or previous["config"] != config:
+            return _fail(f"eval run {args.resume} was made with another dataset or configuration")
+        done = evals.cases(args.resume)
+    elif evals is not None:
+        evals.start(
+            eval_id,
+            label=args.label,
+            dataset=str(args.dataset),
+            dataset_hash=dataset_digest(args.dataset),
+            config=config,
+        )
+    finished = {c["case_id"] for c in done}
+    todo = [c for c in cases if c.id not in finished]
+
     console = Console(stderr=True)
+    lock = threading.Lock()
     with Progress(
         TextColumn("replaying"),
         BarColumn(),
@@ -42,55 +92,44 @@ def run_eval(args: argparse.Namespace) -> int:
         transient=True,
         disable=not console.is_terminal,
     ) as progress:
-        task = progress.add_task("replay", total=len(cases))
+        task = progress.add_task("replay", total=len(cases), completed=len(done))
 
-        def advance(_: CaseResult) -> None:
-            progress.advance(task)
+        def record(result: CaseResult) -> None:
+            with lock:
+                if evals is not None:
+                    evals.add_case(eval_id, result)
+                progress.advance(task)
 
-        def fresh_context() -> Any:
-            from dataclasses import replace
+        results = replay(todo, lambda: replace(template), record, concurrency=args.concurrency)
 
-            return replace(template)
-
-        results = replay(cases, fresh_context, advance)
-
-    metrics = score([r.expected for r in results], [r.predicted for r in results])
-    latencies = sorted(r.latency_ms for r in results)
-    metrics["latency_ms_p50"] = latencies[len(latencies) // 2]
-    metrics["latency_ms_p95"] = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]
-    metrics["llm_calls"] = sum(r.llm_calls for r in results)
+    stored = done + [
+        {
+            "case_id": r.case_id,
+            "expected": r.expected,
+            "predicted": r.predicted,
+            "confidence": r.confidence,
+            "latency_ms": r.latency_ms,
+            "llm_calls": r.llm_calls,
+            "tokens": r.tokens,
+        }
+        for r in results
+    ]
+    metrics = _summary(stored)
     metrics["fallbacks"] = sum(len(r.fallbacks) for r in results)
-    config = {
-        "engine": "llm" if template.llm else "rulebook",
-        "model": getattr(template.llm, "model", None),
-        "split": args.split,
-        "rulebook_version": template.rulebook.version,
-        "rulebook_hash": template.rulebook.digest,
-        "policy_hash": template.policy.digest,
-        "prompt_hash": prompt_set_digest(),
-    }
-    eval_id = uuid.uuid4().hex
-    if not args.no_store:
-        from api.wiring import open_store
-        from store.evals import save_eval_run
-
-        store = open_store(settings)
-        save_eval_run(
-            store.sessions,
-            run_id=eval_id,
-            label=args.label,
-            dataset=str(args.dataset),
-            dataset_hash=dataset_digest(args.dataset),
-            config=config,
-            metrics=metrics,
-            cases=results,
-        )
-    out = {"eval_run_id": None if args.no_store else eval_id, **metrics, "config": config}
+    if evals is not None:
+        evals.finish(eval_id, metrics)
+    out = {"eval_run_id": None if evals is None else eval_id, **metrics, "config": config}
     if args.json:
         if args.cases:
+            order = {c.id: n for n, c in enumerate(cases)}
             out["cases"] = [
-                {"id": r.case_id, "expected": r.expected, "predicted": r.predicted, "confidence": r.confidence}
-                for r in results
+                {
+                    "id": c["case_id"],
+                    "expected": c["expected"],
+                    "predicted": c["predicted"],
+                    "confidence": c["confidence"],
+                }
+                for c in sorted(stored, key=lambda c: order[c["case_id"]])
             ]
         print(json.dumps(out, default=str))
     else:

@@ -1,49 +1,75 @@
-"""Eval runs and their per-case results, so that models and rulebook versions can be compared later."""
+"""Eval runs and their per-case results, written case by case so that an interrupted run can resume."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.models import EvalCaseRow, EvalRunRow
 
 
-def save_eval_run(
-    sessions: sessionmaker[Session],
-    *,
-    run_id: str,
-    label: str,
-    dataset: str,
-    dataset_hash: str,
-    config: dict[str, Any],
-    metrics: dict[str, Any],
-    cases: Sequence[Any],
-) -> None:
-    with sessions.begin() as session:
-        session.add(
-            EvalRunRow(
-                id=run_id,
-                label=label,
-                dataset=dataset,
-                dataset_hash=dataset_hash,
-                config=config,
-                metrics=metrics,
-                status="completed",
+class EvalStore:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def start(self, run_id: str, *, label: str, dataset: str, dataset_hash: str, config: dict[str, Any]) -> None:
+        with self._sessions.begin() as session:
+            session.add(
+                EvalRunRow(
+                    id=run_id, label=label, dataset=dataset, dataset_hash=dataset_hash, config=config, status="running"
+                )
             )
-        )
-        session.flush()
-        session.add_all(
-            EvalCaseRow(
-                eval_run_id=run_id,
-                case_id=c.case_id,
-                expected=c.expected,
-                predicted=c.predicted,
-                confidence=c.confidence,
-                latency_ms=c.latency_ms,
-                llm_calls=c.llm_calls,
-                tokens=c.tokens,
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        with self._sessions() as session:
+            row = session.get(EvalRunRow, run_id)
+            if row is None:
+                return None
+            return {
+                "id": row.id,
+                "label": row.label,
+                "dataset": row.dataset,
+                "dataset_hash": row.dataset_hash,
+                "config": row.config,
+                "status": row.status,
+                "metrics": row.metrics,
+            }
+
+    def add_case(self, run_id: str, case: Any) -> None:
+        with self._sessions.begin() as session:
+            session.add(
+                EvalCaseRow(
+                    eval_run_id=run_id,
+                    case_id=case.case_id,
+                    expected=case.expected,
+                    predicted=case.predicted,
+                    confidence=case.confidence,
+                    latency_ms=case.latency_ms,
+                    llm_calls=case.llm_calls,
+                    tokens=case.tokens,
+                )
             )
-            for c in cases
-        )
+
+    def cases(self, run_id: str) -> list[dict[str, Any]]:
+        with self._sessions() as session:
+            rows = session.scalars(select(EvalCaseRow).where(EvalCaseRow.eval_run_id == run_id))
+            return [
+                {
+                    "case_id": r.case_id,
+                    "expected": r.expected,
+                    "predicted": r.predicted,
+                    "confidence": r.confidence,
+                    "latency_ms": r.latency_ms,
+                    "llm_calls": r.llm_calls,
+                    "tokens": r.tokens,
+                }
+                for r in rows
+            ]
+
+    def finish(self, run_id: str, metrics: dict[str, Any]) -> None:
+        with self._sessions.begin() as session:
+            row = session.get(EvalRunRow, run_id)
+            if row is not None:
+                row.metrics, row.status = metrics, "completed"

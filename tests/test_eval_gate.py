@@ -109,3 +109,69 @@ def test_the_gate_fails_a_rulebook_with_one_subcategory_removed(tmp_path):
     result = _gate(_eval(tmp_path, degraded))
     assert result.returncode == 1 and "category accuracy worse" in result.stdout
     assert json.loads(BASELINE.read_text())["n"] == 156
+
+
+def test_an_interrupted_eval_run_resumes_where_it_stopped(tmp_path):
+    from sqlalchemy import delete, select
+
+    from api.settings import Settings
+    from api.wiring import open_store
+    from store.models import EvalCaseRow, EvalRunRow
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MITIGATE_", "OPENAI_"))}
+    env |= {"MITIGATE_DATABASE_URL": f"sqlite:///{tmp_path}/r.db", "MITIGATE_STATE_DIR": str(tmp_path / "state")}
+
+    def run(*extra: str) -> dict:
+        done = subprocess.run(
+            [sys.executable, "-m", "api.cli", "eval", "run", "--dataset", str(DATASET), "--json", *extra],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    full = run()
+    sessions = open_store(Settings(database_url=f"sqlite:///{tmp_path}/r.db")).sessions
+    with sessions.begin() as session:  # as if the process had died after 100 cases
+        kept = session.scalars(
+            select(EvalCaseRow.case_id)
+            .where(EvalCaseRow.eval_run_id == full["eval_run_id"])
+            .order_by(EvalCaseRow.id)
+            .limit(100)
+        ).all()
+        session.execute(
+            delete(EvalCaseRow).where(EvalCaseRow.eval_run_id == full["eval_run_id"], EvalCaseRow.case_id.not_in(kept))
+        )
+        session.get(EvalRunRow, full["eval_run_id"]).status = "running"
+    resumed = run("--resume", full["eval_run_id"])
+    assert resumed["eval_run_id"] == full["eval_run_id"] and resumed["n"] == 156
+    for metric in ("category_accuracy", "mitigation_accuracy", "m5_precision"):
+        assert resumed[metric] == full[metric]
+    with sessions() as session:
+        assert session.get(EvalRunRow, full["eval_run_id"]).status == "completed"
+        count = len(session.scalars(select(EvalCaseRow).where(EvalCaseRow.eval_run_id == full["eval_run_id"])).all())
+    assert count == 156  # nothing replayed twice
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "eval",
+            "run",
+            "--dataset",
+            str(DATASET),
+            "--split",
+            "test",
+            "--resume",
+            full["eval_run_id"],
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode == 2 and "another dataset or configuration" in refused.stderr
