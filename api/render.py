@@ -76,6 +76,7 @@ def print_metrics(out: dict[str, Any]) -> None:
     table = Table(title=f"Eval on {out['n']} incidents ({out['config']['engine']}, split {out['config']['split']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    table.add_column("95% CI (bootstrap)", justify="right")
     for key in (
         "category_accuracy",
         "category_kappa",
@@ -91,8 +92,11 @@ def print_metrics(out: dict[str, Any]) -> None:
         "llm_calls",
         "fallbacks",
     ):
-        table.add_row(key, _fmt(out.get(key)))
+        interval = (out.get("ci95") or {}).get(key)
+        table.add_row(key, _fmt(out.get(key)), f"[{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
     _console.print(table)
+    if out.get("calibration", {}).get("ece") is not None:
+        _console.print(f"calibration: expected calibration error {out['calibration']['ece']:.3f}")
     _console.print(_matrix("Category confusion", out["confusion"]["category"]))
     _console.print(_matrix("Mitigation confusion", out["confusion"]["mitigation"]))
     if out.get("eval_run_id"):

@@ -78,3 +78,70 @@ def score(expected: Sequence[dict[str, Any]], predicted: Sequence[dict[str, Any]
         "abstain_rate": sum(p.get("category") == "unknown" for p in predicted) / len(predicted) if predicted else None,
         "confusion": {"category": confusion(category), "mitigation": confusion(mitigation)},
     }
+
+
+INTERVAL_METRICS = (
+    "category_accuracy",
+    "category_kappa",
+    "category_macro_f1",
+    "subcategory_accuracy",
+    "mitigation_accuracy",
+    "m5_precision",
+    "m5_recall",
+    "abstain_rate",
+)
+
+
+def bootstrap_intervals(
+    expected: Sequence[dict[str, Any]], predicted: Sequence[dict[str, Any]], resamples: int = 1000, seed: int = 156
+) -> dict[str, list[float] | None]:
+    """95 % percentile intervals of the headline metrics, resampling cases with replacement."""
+    import random
+
+    rng = random.Random(seed)
+    n = len(expected)
+    samples: dict[str, list[float]] = {m: [] for m in INTERVAL_METRICS}
+    for _ in range(resamples):
+        picks = [rng.randrange(n) for _ in range(n)]
+        scored = score([expected[i] for i in picks], [predicted[i] for i in picks])
+        for metric in INTERVAL_METRICS:
+            if scored[metric] is not None:
+                samples[metric].append(scored[metric])
+    out: dict[str, list[float] | None] = {}
+    for metric, values in samples.items():
+        values.sort()
+        out[metric] = (
+            [values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1]]
+            if len(values) >= resamples // 2
+            else None
+        )
+    return out
+
+
+def calibration(
+    expected: Sequence[dict[str, Any]],
+    predicted: Sequence[dict[str, Any]],
+    confidences: Sequence[float],
+    buckets: int = 5,
+) -> dict[str, Any]:
+    """Category accuracy per confidence bucket and the expected calibration error (ECE)."""
+    rows: list[dict[str, Any]] = []
+    total = sum(1 for e in expected if e.get("category") is not None)
+    ece = 0.0
+    for b in range(buckets):
+        low, high = b / buckets, (b + 1) / buckets
+        members = [
+            (e, p, c)
+            for e, p, c in zip(expected, predicted, confidences, strict=True)
+            if e.get("category") is not None and (low <= c < high or (b == buckets - 1 and c == 1.0))
+        ]
+        if not members:
+            rows.append({"bucket": [low, high], "n": 0, "accuracy": None, "mean_confidence": None})
+            continue
+        accuracy = sum(p.get("category") == e["category"] for e, p, _ in members) / len(members)
+        mean_confidence = sum(c for _, _, c in members) / len(members)
+        ece += len(members) / total * abs(accuracy - mean_confidence)
+        rows.append(
+            {"bucket": [low, high], "n": len(members), "accuracy": accuracy, "mean_confidence": mean_confidence}
+        )
+    return {"buckets": rows, "ece": ece if total else None}

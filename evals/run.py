@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from evals.dataset import DatasetError, dataset_digest, load_dataset
-from evals.metrics import score
+from evals.metrics import bootstrap_intervals, calibration, score
 from evals.replay import CaseResult, replay
 
 
@@ -26,6 +26,10 @@ def _summary(stored: list[dict[str, Any]]) -> dict[str, Any]:
     latencies = sorted(c["latency_ms"] for c in stored)
     metrics["latency_ms_p50"] = latencies[len(latencies) // 2]
     metrics["latency_ms_p95"] = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]
+    metrics["ci95"] = bootstrap_intervals([c["expected"] for c in stored], [c["predicted"] for c in stored])
+    metrics["calibration"] = calibration(
+        [c["expected"] for c in stored], [c["predicted"] for c in stored], [c["confidence"] for c in stored]
+    )
     metrics["llm_calls"] = sum(c["llm_calls"] for c in stored)
     metrics["tokens"] = sum(c["tokens"] for c in stored)
     return metrics

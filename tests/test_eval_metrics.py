@@ -44,3 +44,25 @@ def test_null_labels_are_not_scored_and_unknown_counts_as_wrong():
     assert out["m5_precision"] == pytest.approx(1.0) and out["m5_recall"] == pytest.approx(1.0)
     assert out["abstain_rate"] == pytest.approx(1 / 3)
     assert out["confusion"]["category"] == {"A3": {"A3": 1}, "A1": {"unknown": 1}}
+
+
+def test_bootstrap_intervals_contain_the_point_estimate_and_collapse_when_certain():
+    from evals.metrics import bootstrap_intervals
+
+    expected = [{"category": "A3", "subcategory": "t", "mitigation": "M1"}] * 40
+    mixed = [{"category": "A3" if i % 4 else "A1", "subcategory": "t", "mitigation": "M1"} for i in range(40)]
+    interval = bootstrap_intervals(expected, mixed, resamples=300)["category_accuracy"]
+    assert interval[0] < 0.75 < interval[1]
+    assert bootstrap_intervals(expected, expected, resamples=100)["category_accuracy"] == [1.0, 1.0]
+
+
+def test_calibration_buckets_and_ece():
+    from evals.metrics import calibration
+
+    expected = [{"category": "A3"}] * 4
+    predicted = [{"category": "A3"}, {"category": "A1"}, {"category": "A3"}, {"category": "A3"}]
+    result = calibration(expected, predicted, [0.1, 0.15, 0.9, 0.95], buckets=5)
+    low, high = result["buckets"][0], result["buckets"][4]
+    assert (low["n"], low["accuracy"]) == (2, 0.5) and (high["n"], high["accuracy"]) == (2, 1.0)
+    # ECE = 2/4*|0.5-0.125| + 2/4*|1-0.925|
+    assert result["ece"] == pytest.approx(0.5 * 0.375 + 0.5 * 0.075)
