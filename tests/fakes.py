@@ -47,3 +47,22 @@ class FakeSla:
         if self.crash:
             os._exit(17)  # a process dying mid-run, as a kill -9 would
         return {"status": self.status, "reason": f"fake SLA {self.status}"}
+
+
+def fake_world(cluster: FakeCluster, sla: FakeSla | None = None) -> Any:
+    """A context factory for the service: the real rulebook and policy, the store's recorder, a fake
+    cluster and SLA verifier (what create_app's `context_factory` expects)."""
+    from agent.context import TriageContext
+    from agent.rulebook import load_rulebook
+    from tools.guard import load_policy
+
+    def context(store: Any) -> TriageContext:
+        return TriageContext(
+            rulebook=load_rulebook(),
+            policy=load_policy(),
+            recorder=store.recorder,
+            cluster=cluster,
+            sla=sla or FakeSla("verified"),
+        )
+
+    return context

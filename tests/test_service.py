@@ -12,13 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from agent.context import TriageContext
-from agent.rulebook import load_rulebook
 from api.app import create_app
 from api.security import sign
 from api.settings import Settings
-from tests.fakes import FakeCluster, FakeSla
-from tools.guard import load_policy
+from tests.fakes import FakeCluster, fake_world
 
 AM_TOKEN, API_TOKEN, HMAC_KEY = "am-token-123", "api-token-456", "hmac-key-789"
 
@@ -41,16 +38,8 @@ def cluster() -> FakeCluster:
 
 @pytest.fixture
 def client(tmp_path: Path, cluster: FakeCluster) -> Iterator[TestClient]:
-    def context(store: Any) -> TriageContext:
-        return TriageContext(
-            rulebook=load_rulebook(),
-            policy=load_policy(),
-            recorder=store.recorder,
-            cluster=cluster,
-            sla=FakeSla("verified"),
-        )
 
-    with TestClient(create_app(_settings(tmp_path), context_factory=context)) as test_client:
+    with TestClient(create_app(_settings(tmp_path), context_factory=fake_world(cluster))) as test_client:
         yield test_client
 
 

@@ -19,7 +19,7 @@ from agent.rulebook import load_rulebook
 from api.app import create_app
 from api.settings import Settings
 from tests.fake_slack import FakeSlack
-from tests.fakes import FakeCluster, FakeSla
+from tests.fakes import FakeCluster, fake_world
 from tests.waiting import until
 from tools.guard import load_policy
 
@@ -49,16 +49,7 @@ def client(tmp_path: Path, slack: FakeSlack, cluster: FakeCluster) -> Iterator[T
         slack_approvers="UALICE",
     )
 
-    def context(store: Any) -> TriageContext:
-        return TriageContext(
-            rulebook=load_rulebook(),
-            policy=load_policy(),
-            recorder=store.recorder,
-            cluster=cluster,
-            sla=FakeSla("verified"),
-        )
-
-    with TestClient(create_app(settings, context_factory=context)) as test_client:
+    with TestClient(create_app(settings, context_factory=fake_world(cluster))) as test_client:
         yield test_client
 
 

@@ -12,14 +12,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from agent.context import TriageContext
-from agent.rulebook import load_rulebook
 from api.app import create_app
 from api.settings import Settings
 from tests.fake_botframework import FakeBotFramework, StaticTokenCredentials
-from tests.fakes import FakeCluster, FakeSla
+from tests.fakes import FakeCluster, fake_world
 from tests.waiting import until
-from tools.guard import load_policy
 
 APP_ID = "00000000-0000-0000-0000-0000000000aa"
 
@@ -47,16 +44,7 @@ def client(tmp_path: Path, framework: FakeBotFramework, cluster: FakeCluster) ->
         teams_openid_metadata_url=f"{framework.url}/openid",
     )
 
-    def context(store: Any) -> TriageContext:
-        return TriageContext(
-            rulebook=load_rulebook(),
-            policy=load_policy(),
-            recorder=store.recorder,
-            cluster=cluster,
-            sla=FakeSla("verified"),
-        )
-
-    app = create_app(settings, context_factory=context, teams_credentials=StaticTokenCredentials(APP_ID))
+    app = create_app(settings, context_factory=fake_world(cluster), teams_credentials=StaticTokenCredentials(APP_ID))
     with TestClient(app) as test_client:
         yield test_client
 
