@@ -101,6 +101,34 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     return run_eval(args)
 
 
+def cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from evals.dataset import DatasetError, load_dataset
+    from evals.retrieval import MODES, retrieval_eval
+    from tools.postmortems import PostmortemIndex
+
+    if not args.postmortems.exists():
+        return _fail(f"{args.postmortems} does not exist")
+    try:
+        cases = load_dataset(args.dataset)
+    except (OSError, DatasetError) as exc:
+        return _fail(str(exc))
+    with tempfile.TemporaryDirectory() as scratch:
+        index = PostmortemIndex(Path(scratch))
+        report = index.ingest(args.postmortems)
+        result = retrieval_eval(index, cases) | {"postmortems": index.count(), "skipped_files": len(report.failed)}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['n']} incidents against {result['postmortems']} postmortems (time-filtered, leave-one-out)")
+    for mode in MODES:
+        for label in ("subcategory", "category"):
+            m = result[mode][label]
+            print(f"  {mode:<8} same {label:<12} hit@1 {m['hit@1']:.3f}  hit@5 {m['hit@5']:.3f}  MRR {m['mrr']:.3f}")
+    return 0
+
+
 def _comparison(a: str, b: str, resamples: int) -> dict[str, Any]:
     from api.settings import get_settings
     from api.wiring import open_store
@@ -208,6 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--concurrency", type=int, default=1, help="cases replayed at once (default 1)")
     run.add_argument("--resume", metavar="EVAL_RUN_ID", help="continue an interrupted eval run")
     run.set_defaults(func=cmd_eval_run)
+
+    retrieval = eval_sub.add_parser("retrieval", help="hit@1, hit@5 and MRR of same-kind precedents, per search mode")
+    retrieval.add_argument("--dataset", required=True, type=Path, help="labeled JSONL dataset")
+    retrieval.add_argument(
+        "--postmortems",
+        type=Path,
+        default=Path("data/postmortems"),
+        help="postmortem folder indexed into a scratch index (default data/postmortems)",
+    )
+    retrieval.add_argument("--json", action="store_true")
+    retrieval.set_defaults(func=cmd_eval_retrieval)
 
     comp = eval_sub.add_parser("compare", help="metric deltas, McNemar test and flipped cases between two runs")
     comp.add_argument("a", help="baseline: an eval run id, or a file from `eval run --json --cases`")

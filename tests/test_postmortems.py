@@ -202,3 +202,32 @@ def test_the_same_index_works_against_a_chroma_server(tmp_path, corpus, embedder
     chunks = index.collection.count()
     assert index.search("GPU fell off the bus, XID 79", 1, mode="vector")[0]["id"] == "PM-002"
     assert index.ingest(corpus).unchanged == 5 and index.collection.count() == chunks
+
+
+def test_retrieval_eval_counts_same_kind_precedents_before_the_incident(index):
+    from evals.dataset import parse_case
+    from evals.retrieval import retrieval_eval
+
+    cases = [
+        parse_case(
+            {
+                "id": "E-1",
+                "title": "streams cut off by the gateway idle timer, HTTP 408",
+                "labels": {"category": "A3", "subcategory": "timeout", "mitigation": "M1"},
+                "timeline": {"started_at": "2025-06-01T00:00:00Z"},
+            }
+        ),
+        parse_case(
+            {
+                "id": "E-2",
+                "title": "streams cut off by the gateway idle timer, HTTP 408",
+                "labels": {"category": "A3", "subcategory": "timeout", "mitigation": "M1"},
+                "timeline": {"started_at": "2025-01-01T00:00:00Z"},
+            }
+        ),  # before every postmortem
+    ]
+    result = retrieval_eval(index, cases)
+    assert result["n"] == 2
+    for mode in ("hybrid", "vector", "lexical"):
+        assert result[mode]["subcategory"]["hit@1"] == 0.5  # E-1 finds PM-001 first; E-2 sees no history
+        assert result[mode]["subcategory"]["mrr"] == 0.5
