@@ -1,173 +1,436 @@
-"""Past postmortems, searchable offline: ChromaDB vectors (MiniLM via onnxruntime) and SQLite FTS5 BM25,
-fused by reciprocal rank, filtered by metadata and by time, one result per postmortem."""
+"""Past postmortems, searchable offline (docs/postmortems.md).
+
+Chunks live twice: as MiniLM vectors in ChromaDB (embedded `PersistentClient`, or a server through
+`HttpClient`) and as rows of an SQLite FTS5 table (BM25) in `postmortems.db` next to it, which also
+holds the catalog of ingested files (path, content hash, postmortem id). A search ranks chunks both
+ways, fuses the two rankings by reciprocal rank per postmortem, and returns one result per postmortem
+with its best chunk as the snippet. Time, metadata and self-exclusion filters apply to both sides.
+"""
 
 from __future__ import annotations
 
-import re
+import bisect
+import json
+import math
 import sqlite3
-from collections.abc import Callable, Iterable
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
+
+import numpy as np
 
 from agent.schemas import Incident
 from tools.embeddings import ChromaEmbedding, MiniLMEmbedder
-from tools.postmortem_format import Postmortem, PostmortemError, read_postmortem
+from tools.lexical import FILTERABLE, OVERFETCH, SCHEMA_VERSION, ChunkHit, LexicalIndex, metadata_matches
+from tools.postmortem_format import Chunk, Postmortem, PostmortemError, read_postmortem
 
 Mode = Literal["hybrid", "vector", "lexical"]
+MODES: tuple[str, ...] = get_args(Mode)
+COLLECTION = "postmortems"
+DB_FILE = "postmortems.db"
+CHROMA_DIR = "chroma"
 RRF_K = 60  # the usual reciprocal-rank-fusion constant: damps the head of each ranking
-CANDIDATES = 60  # chunks taken from each ranking before fusion
-_WORD = re.compile(r"[A-Za-z0-9_]{2,}")
+CANDIDATES = 60  # chunks taken from each ranking before fusion ...
+CANDIDATES_PER_RESULT = 10  # ... and at least this many per result asked for
+DEEP_FETCH = 2000  # a filtered vector search looks this deep in the unfiltered ranking before Chroma filters
+Progress = Callable[[int, int], None]
 
-_SCHEMA = """
+_CATALOG = """
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, digest TEXT NOT NULL, postmortem_id TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS postmortems (
-    id TEXT PRIMARY KEY, incident_id TEXT, title TEXT, date_ts REAL, date TEXT, category TEXT,
-    subcategory TEXT, mitigation TEXT, ttm_hours REAL, services TEXT);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5(chunk_id UNINDEXED, postmortem_id UNINDEXED,
-    section UNINDEXED, text, tokenize = 'porter unicode61');
+CREATE INDEX IF NOT EXISTS files_by_postmortem ON files (postmortem_id);
+CREATE TABLE IF NOT EXISTS postmortems (id TEXT PRIMARY KEY, metadata TEXT NOT NULL);
 """
 
 
 @dataclass
 class IngestReport:
-    added: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    unchanged: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    chunks: int = 0
+    added: list[str] = field(default_factory=list)  # postmortem ids new to the index
+    updated: list[str] = field(default_factory=list)  # ids whose file changed: old chunks replaced
+    unchanged: int = 0  # files skipped because their content hash is already indexed (also moved files)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason naming the path); skipped
+    removed: list[str] = field(default_factory=list)  # ids dropped: file gone (prune=True) or id renamed
+    chunks: int = 0  # chunks written
 
 
-def _ts(moment: datetime) -> float:
+@dataclass(frozen=True)
+class _Pending:
+    path: str
+    postmortem: Postmortem
+    updated: bool
+    drop_paths: tuple[str, ...] = ()  # catalog rows of files that no longer hold this id
+
+
+def _timestamp(moment: datetime) -> float:
+    """Seconds since the epoch; a naive datetime is UTC."""
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
+def _files(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    return sorted(
+        p
+        for p in root.rglob("*.md")
+        if p.is_file()
+        and p.name.lower() != "readme.md"
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
+def _chroma_client(directory: Path, url: str | None) -> Any:
+    import chromadb
+
+    # No telemetry: air-gapped clusters are common here, and nothing should phone home.
+    settings = chromadb.config.Settings(anonymized_telemetry=False)
+    if not url:
+        return chromadb.PersistentClient(path=str(directory / CHROMA_DIR), settings=settings)
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError(f"Chroma URL must look like http://host:port, got {url!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 8000)
+    return chromadb.HttpClient(host=parts.hostname, port=port, ssl=parts.scheme == "https", settings=settings)
+
+
+def _filters(where: Mapping[str, Any] | None) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key, value in (where or {}).items():
+        values = [value] if isinstance(value, str) else list(value) if isinstance(value, list | tuple | set) else []
+        if key not in FILTERABLE or not values or not all(isinstance(v, str) for v in values):
+            raise ValueError(
+                f"cannot filter postmortems by {key!r} = {value!r}: use one of {', '.join(FILTERABLE)} "
+                "with a string or a list of strings"
+            )
+        out[key] = values
+    return out
+
+
+def _chroma_where(before_ts: float | None, excluded: list[str], where: dict[str, list[str]]) -> dict[str, Any] | None:
+    clauses: list[dict[str, Any]] = []
+    if before_ts is not None:
+        clauses.append({"date_ts": {"$lt": before_ts}})
+    if excluded:
+        clauses.append({"postmortem_id": {"$nin": excluded}})
+        clauses.append({"incident_id": {"$nin": excluded}})
+    for key, values in where.items():
+        if key == "services":
+            either = [{"services": {"$contains": v}} for v in values]
+            clauses.append(either[0] if len(either) == 1 else {"$or": either})
+        else:
+            clauses.append({key: {"$in": values}})
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _chroma_metadata(chunk: Chunk) -> dict[str, Any]:
+    metadata = chunk.metadata()
+    if not metadata["services"]:
+        del metadata["services"]  # Chroma refuses empty lists
+    return metadata
+
+
+def rank_fusion(
+    rankings: Mapping[str, Sequence[ChunkHit]], k: int, rrf_k: int = RRF_K
+) -> list[tuple[ChunkHit, float, dict[str, int]]]:
+    """Reciprocal rank fusion per postmortem: in each ranking a postmortem takes the rank of its best
+    chunk, and scores 1 / (rrf_k + rank); scores add up across rankings. The snippet is the chunk with
+    the best fused chunk-level score. The k best postmortems as (best chunk, score, rank per ranking)."""
+    scores: dict[str, float] = defaultdict(float)
+    ranks: dict[str, dict[str, int]] = defaultdict(dict)
+    chunk_scores: dict[str, float] = defaultdict(float)
+    chunk_hits: dict[str, ChunkHit] = {}
+    for name, hits in rankings.items():
+        rank = 0
+        for position, hit in enumerate(hits, start=1):
+            chunk_scores[hit.chunk_id] += 1.0 / (rrf_k + position)
+            seen = chunk_hits.get(hit.chunk_id)
+            if seen is None or (not _complete(seen) and _complete(hit)):
+                chunk_hits[hit.chunk_id] = hit
+            if name not in ranks[hit.postmortem_id]:
+                rank += 1
+                ranks[hit.postmortem_id][name] = rank
+                scores[hit.postmortem_id] += 1.0 / (rrf_k + rank)
+    best: dict[str, ChunkHit] = {}
+    for chunk_id, hit in chunk_hits.items():
+        current = best.get(hit.postmortem_id)
+        if current is None or chunk_scores[chunk_id] > chunk_scores[current.chunk_id]:
+            best[hit.postmortem_id] = hit
+    order = sorted(scores, key=lambda pid: (-scores[pid], min(ranks[pid].values()), pid))[:k]
+    return [(best[pid], scores[pid], dict(ranks[pid])) for pid in order]
+
+
+def fuse(rankings: Mapping[str, Sequence[ChunkHit]], k: int, rrf_k: int = RRF_K) -> list[dict[str, Any]]:
+    """`rank_fusion` as result dicts (every hit must carry its chunk's text and metadata)."""
+    return [_result(hit, score, ranks) for hit, score, ranks in rank_fusion(rankings, k, rrf_k)]
+
+
+def _complete(hit: ChunkHit) -> bool:
+    """Whether a hit carries its chunk's own text and metadata (a vector hit may carry only its
+    postmortem's metadata from the catalog until the results are chosen)."""
+    return "section" in hit.metadata
+
+
+def _result(hit: ChunkHit, score: float, ranks: dict[str, int]) -> dict[str, Any]:
+    m = hit.metadata
+    return {
+        "id": m["postmortem_id"],
+        "incident_id": m.get("incident_id") or None,
+        "title": m["title"],
+        "date": m["date"],
+        "category": m["category"],
+        "subcategory": m["subcategory"],
+        "mitigation": m["mitigation"],
+        "ttm_hours": m["ttm_hours"],
+        "services": list(m.get("services") or []),
+        "score": round(score, 6),
+        "section": m["section"],
+        "snippet": hit.text,
+        "ranks": dict(ranks),
+    }
+
+
 class PostmortemIndex:
+    """The index under `directory` (default `.mitigate`): `chroma/` and `postmortems.db`. With
+    `chroma_url` the vectors live on that Chroma server and only `postmortems.db` is local."""
+
     def __init__(
         self,
-        directory: Path = Path(".mitigate"),
+        directory: Path | str = Path(".mitigate"),
         *,
         chroma_url: str | None = None,
         embedder: MiniLMEmbedder | None = None,
+        collection: str = COLLECTION,
     ) -> None:
-        import chromadb
-
-        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.chroma_url = chroma_url
         self.embedder = embedder or MiniLMEmbedder()
-        # No telemetry: air-gapped clusters are common here, and nothing should phone home.
-        settings = chromadb.config.Settings(anonymized_telemetry=False)
-        if chroma_url:
-            host, _, port = chroma_url.removeprefix("http://").rstrip("/").partition(":")
-            client: Any = chromadb.HttpClient(host=host, port=int(port or 8000), settings=settings)
-        else:
-            client = chromadb.PersistentClient(path=str(directory / "chroma"), settings=settings)
-        self.collection = client.get_or_create_collection(
-            "postmortems",
-            embedding_function=ChromaEmbedding(self.embedder),
-            metadata={"hnsw:space": "cosine"},
-        )
-        self.db = sqlite3.connect(directory / "postmortems.db", check_same_thread=False)
-        self.db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+        self._catalog: dict[str, dict[str, Any]] | None = None  # postmortem id -> metadata, see _postmortems
+        self._seen_version = -1
+        self._dates: list[float] = []  # the catalog's date_ts, sorted: how much of it a `before` keeps
+        self.db = sqlite3.connect(self.directory / DB_FILE, check_same_thread=False)
+        rebuilt = self._prepare_db()
+        self.lexical = LexicalIndex(self.db)
+        try:
+            self.client = _chroma_client(self.directory, chroma_url)
+            if rebuilt and collection in {c.name for c in self.client.list_collections()}:
+                self.client.delete_collection(collection)  # its chunks predate the catalog: start over
+            self.collection = self.client.get_or_create_collection(
+                collection,
+                embedding_function=ChromaEmbedding(self.embedder),
+                configuration={"hnsw": {"space": "cosine"}},
+            )
+        except ValueError:
+            raise
+        except Exception as exc:
+            where = f"the Chroma server at {chroma_url}" if chroma_url else f"{self.directory / CHROMA_DIR}"
+            raise RuntimeError(f"cannot open the postmortem collection in {where}: {exc}") from exc
+        self._max_batch = int(self.client.get_max_batch_size())
+
+    def _prepare_db(self) -> bool:
+        """Create the tables; drop them first if they were made by another schema version."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        rebuilt = version != SCHEMA_VERSION and bool(tables & {"files", "chunks", "postmortems"})
+        if rebuilt:
+            self.db.executescript(
+                "DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS postmortems; DROP TABLE IF EXISTS chunks;"
+            )
+        self.db.executescript(_CATALOG)
+        self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self.db.commit()
+        return rebuilt
+
+    def close(self) -> None:
+        self.db.close()
 
     # ---- ingestion ----------------------------------------------------------------------------
     def ingest(
-        self, path: Path, progress: Callable[[int, int], None] | None = None, batch_size: int = 64
+        self, path: Path | str, progress: Progress | None = None, *, batch_size: int = 64, prune: bool = False
     ) -> IngestReport:
-        files = sorted(path.rglob("*.md")) if path.is_dir() else [path]
+        """Index a postmortem file or every `*.md` under a folder (README.md and hidden paths aside).
+
+        Idempotent: a file whose content hash is indexed is skipped; a changed file replaces its old
+        chunks; ids are unique (a second file claiming an indexed id is refused). A bad file is
+        reported in `failed` with the reason and skipped; the rest are ingested. With `prune`, the
+        postmortems of files that were under `path` and are gone are removed. `progress(done, total)`
+        is called as files are settled."""
+        root = Path(path)
+        if not root.exists():
+            raise FileNotFoundError(f"{root} does not exist")
+        files = _files(root)
         report = IngestReport()
-        pending: list[tuple[Path, Postmortem, bool]] = []
-        for done, file in enumerate(files, start=1):
-            try:
-                postmortem = read_postmortem(file)
-            except PostmortemError as exc:
-                report.failed.append((str(file), str(exc)))
-                continue
-            known = self.db.execute("SELECT digest FROM files WHERE path = ?", (str(file),)).fetchone()
-            if known and known[0] == postmortem.digest:
-                report.unchanged += 1
-            else:
-                existed = self.db.execute("SELECT 1 FROM postmortems WHERE id = ?", (postmortem.meta.id,)).fetchone()
-                pending.append((file, postmortem, bool(existed or known)))
-            if len(pending) >= batch_size or done == len(files):
-                self._write(pending, report)
-                pending = []
+        done = 0
+
+        def tick(n: int = 1) -> None:
+            nonlocal done
+            done += n
             if progress is not None:
                 progress(done, len(files))
-        self._write(pending, report)
+
+        loaded: list[tuple[str, Path, Postmortem]] = []
+        broken: set[str] = set()
+        for file in files:
+            key = str(file.resolve())
+            try:
+                loaded.append((key, file, read_postmortem(file)))
+            except PostmortemError as exc:
+                report.failed.append((str(file), str(exc)))
+                broken.add(key)
+                tick()
+
+        with self._lock:
+            catalog = {p: (d, i) for p, d, i in self.db.execute("SELECT path, digest, postmortem_id FROM files")}
+            owners: dict[str, set[str]] = defaultdict(set)
+            for known_path, (_, pid) in catalog.items():
+                owners[pid].add(known_path)
+
+            # Several files of this run claiming one id: the file that already holds it keeps it, else the first.
+            claims: dict[str, list[tuple[str, Path, Postmortem]]] = defaultdict(list)
+            for claim in loaded:
+                claims[claim[2].meta.id].append(claim)
+            parsed: dict[str, Postmortem] = {}
+            for pid, claimants in claims.items():
+                winner = next((c for c in claimants if c[0] in owners.get(pid, set())), claimants[0])
+                parsed[winner[0]] = winner[2]
+                for key, file, _ in claimants:
+                    if key != winner[0]:
+                        report.failed.append(
+                            (str(file), f"{file}: id {pid!r} is also used by {winner[1]}; ids must be unique")
+                        )
+                        broken.add(key)
+                        tick()
+
+            def still_holds(other: str, pid: str) -> bool:
+                if other in parsed:
+                    return parsed[other].meta.id == pid
+                return other in broken or Path(other).exists()
+
+            pending: list[_Pending] = []
+            moved: list[tuple[str, str]] = []
+            renamed_away: set[str] = set()
+            for key, postmortem in parsed.items():
+                pid = postmortem.meta.id
+                known = catalog.get(key)
+                if known == (postmortem.digest, pid):
+                    report.unchanged += 1
+                    tick()
+                    continue
+                others = sorted(owners.get(pid, set()) - {key})
+                holder = next((o for o in others if still_holds(o, pid)), None)
+                if holder is not None:
+                    shown = next(str(f) for k, f, _ in loaded if k == key)
+                    report.failed.append(
+                        (shown, f"{shown}: id {pid!r} is already indexed from {holder}; ids must be unique")
+                    )
+                    tick()
+                    continue
+                if known is None and len(others) == 1 and catalog[others[0]] == (postmortem.digest, pid):
+                    moved.append((others[0], key))  # same content under a new path: nothing to embed
+                    report.unchanged += 1
+                    tick()
+                    continue
+                if known is not None and known[1] != pid and not (owners[known[1]] - {key}):
+                    renamed_away.add(known[1])
+                pending.append(_Pending(key, postmortem, updated=bool(owners.get(pid)), drop_paths=tuple(others)))
+            renamed_away -= {p.postmortem.meta.id for p in pending}
+
+            if moved:
+                with self.db:
+                    self.db.executemany("UPDATE files SET path = ? WHERE path = ?", [(new, old) for old, new in moved])
+            for start in range(0, len(pending), max(1, batch_size)):
+                batch = pending[start : start + batch_size]
+                report.chunks += self._write(batch)
+                for item in batch:
+                    (report.updated if item.updated else report.added).append(item.postmortem.meta.id)
+                tick(len(batch))
+
+            gone: dict[str, str] = {}  # catalog path -> id, for files no longer there
+            if prune and root.is_dir():
+                prefix = str(root.resolve()).rstrip("/") + "/"
+                present = {str(f.resolve()) for f in files}
+                kept = {p.meta.id for p in parsed.values()}
+                for known_path, (_, pid) in catalog.items():
+                    if known_path.startswith(prefix) and known_path not in present and pid not in kept:
+                        gone[known_path] = pid
+            stale = renamed_away | set(gone.values())
+            if stale:
+                self._remove(sorted(stale), list(gone))
+                report.removed.extend(sorted(stale))
         return report
 
-    def _write(self, pending: list[tuple[Path, Postmortem, bool]], report: IngestReport) -> None:
-        if not pending:
-            return
-        latest = {pm.meta.id: (file, pm, updated) for file, pm, updated in pending}  # one id twice: last wins
-        for postmortem_id in latest:
-            self._remove(postmortem_id)
-        report.chunks += self._add_many([pm for _, pm, _ in latest.values()])
-        self.db.executemany(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?)",
-            [(str(file), pm.digest, pm.meta.id) for file, pm, _ in pending],
-        )
-        self.db.commit()
-        for postmortem_id, (_, _, updated) in latest.items():
-            (report.updated if updated else report.added).append(postmortem_id)
+    def _write(self, batch: Sequence[_Pending], embeddings: np.ndarray | None = None) -> int:
+        """Replace the chunks of these postmortems: Chroma first, then one SQLite transaction for the
+        lexical rows and the catalog. Old chunks of an indexed postmortem are deleted by postmortem id
+        first (new postmortems have none: deleting by metadata scans the collection). A crash in
+        between leaves the file looking changed, so the next ingestion redoes it, overwriting the same
+        chunk ids."""
+        chunks = [chunk for item in batch for chunk in item.postmortem.chunks()]
+        vectors = self.embedder.embed([c.indexed_text for c in chunks]) if embeddings is None else embeddings
+        if len(vectors) != len(chunks):
+            raise ValueError(f"{len(vectors)} embeddings for {len(chunks)} chunks")
+        replaced = [item.postmortem.meta.id for item in batch if item.updated]
+        if replaced:  # a metadata delete scans the collection: only for postmortems that had chunks
+            self.collection.delete(where={"postmortem_id": {"$in": replaced}})
+        for start in range(0, len(chunks), self._max_batch):
+            part = chunks[start : start + self._max_batch]
+            self.collection.upsert(
+                ids=[c.chunk_id for c in part],
+                embeddings=vectors[start : start + len(part)],
+                documents=[c.text for c in part],
+                metadatas=[_chroma_metadata(c) for c in part],
+            )
+        self._catalog = None
+        with self.db:
+            self.lexical.delete(replaced)
+            self.lexical.add((c.meta.title, c.text, c.metadata()) for c in chunks)
+            self.db.executemany(
+                "INSERT OR REPLACE INTO postmortems (id, metadata) VALUES (?, ?)",
+                [(item.postmortem.meta.id, json.dumps(item.postmortem.meta.metadata())) for item in batch],
+            )
+            drop = [p for item in batch for p in item.drop_paths]
+            self.db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in drop])
+            self.db.executemany(
+                "INSERT OR REPLACE INTO files (path, digest, postmortem_id) VALUES (?, ?, ?)",
+                [(item.path, item.postmortem.digest, item.postmortem.meta.id) for item in batch],
+            )
+        return len(chunks)
 
-    def _remove(self, postmortem_id: str) -> None:
-        self.collection.delete(where={"postmortem_id": postmortem_id})
-        self.db.execute("DELETE FROM chunks WHERE postmortem_id = ?", (postmortem_id,))
-        self.db.execute("DELETE FROM postmortems WHERE id = ?", (postmortem_id,))
+    def _remove(self, postmortem_ids: list[str], paths: Iterable[str] = ()) -> None:
+        self.collection.delete(where={"postmortem_id": {"$in": postmortem_ids}})
+        self._catalog = None
+        with self.db:
+            self.lexical.delete(postmortem_ids)
+            self.db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
+            marks = ", ".join("?" for _ in postmortem_ids)
+            self.db.execute(f"DELETE FROM files WHERE postmortem_id IN ({marks})", postmortem_ids)
+            self.db.execute(f"DELETE FROM postmortems WHERE id IN ({marks})", postmortem_ids)
 
-    def _add(self, postmortem: Postmortem) -> int:
-        return self._add_many([postmortem])
+    def _postmortems(self) -> dict[str, dict[str, Any]]:
+        """The catalog's metadata per postmortem, in memory; reloaded after a write through this index
+        or a commit by another connection (another process ingesting)."""
+        version = int(self.db.execute("PRAGMA data_version").fetchone()[0])
+        if version != self._seen_version:
+            self._seen_version = version
+            self._catalog = None
+            self.lexical.forget()
+        if self._catalog is None:
+            rows = self.db.execute("SELECT id, metadata FROM postmortems")
+            self._catalog = {pid: json.loads(metadata) for pid, metadata in rows}
+            self._dates = sorted(float(m["date_ts"]) for m in self._catalog.values())
+        return self._catalog
 
-    def _add_many(self, postmortems: list[Postmortem]) -> int:
-        """One embedding pass and one Chroma write for many postmortems: per-call overhead dominated."""
-        rows = [(pm.meta, chunk) for pm in postmortems for chunk in pm.chunks()]
-        if not rows:
-            return 0
-        texts = [chunk.text for _, chunk in rows]
-        # Similar lengths share a batch, so little of each batch is padding.
-        order = sorted(range(len(texts)), key=lambda n: len(texts[n]))
-        vectors = self.embedder.embed([texts[n] for n in order])
-        embeddings = [None] * len(texts)
-        for position, n in enumerate(order):
-            embeddings[n] = vectors[position]
-        ids = [f"{meta.id}#{chunk.section}#{chunk.ordinal}" for meta, chunk in rows]
-        metadatas = [
-            {
-                "postmortem_id": meta.id,
-                "category": meta.category,
-                "subcategory": meta.subcategory,
-                "mitigation": meta.mitigation,
-                "date_ts": _ts(meta.date),
-                "section": chunk.section,
-            }
-            for meta, chunk in rows
-        ]
-        self.collection.add(ids=ids, documents=texts, embeddings=embeddings, metadatas=metadatas)
-        self.db.executemany(
-            "INSERT INTO chunks VALUES (?, ?, ?, ?)",
-            [(i, meta.id, chunk.section, chunk.text) for i, (meta, chunk) in zip(ids, rows, strict=True)],
-        )
-        self.db.executemany(
-            "INSERT INTO postmortems VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    pm.meta.id,
-                    pm.meta.incident_id,
-                    pm.meta.title,
-                    _ts(pm.meta.date),
-                    pm.meta.date.date().isoformat(),
-                    pm.meta.category,
-                    pm.meta.subcategory,
-                    pm.meta.mitigation,
-                    pm.meta.ttm_hours,
-                    ",".join(pm.meta.services),
-                )
-                for pm in postmortems
-            ],
-        )
-        return len(rows)
+    def _share_before(self, before_ts: float | None) -> float:
+        """The share of the catalog's postmortems dated before `before_ts` (1.0 without a catalog)."""
+        if before_ts is None or not self._dates:
+            return 1.0
+        return bisect.bisect_left(self._dates, before_ts) / len(self._dates)
 
     # ---- search -------------------------------------------------------------------------------
     def search(
@@ -176,98 +439,133 @@ class PostmortemIndex:
         k: int = 5,
         *,
         before: datetime | None = None,
-        exclude_ids: Iterable[str] = (),
-        where: dict[str, str] | None = None,
+        exclude_ids: Collection[str] = (),
+        where: Mapping[str, str | list[str]] | None = None,
         mode: Mode = "hybrid",
     ) -> list[dict[str, Any]]:
-        excluded = set(exclude_ids)
-        allowed = self._allowed(before, excluded, where or {})
-        if not allowed:
-            return []
-        rankings: list[list[tuple[str, str]]] = []
-        if mode in ("hybrid", "vector"):
-            rankings.append(self._vector(text, before, where or {}, allowed))
-        if mode in ("hybrid", "lexical"):
-            rankings.append(self._lexical(text, allowed))
-        fused: dict[str, float] = {}
-        best_chunk: dict[str, tuple[float, str]] = {}
-        for ranking in rankings:
-            for rank, (chunk_id, _postmortem) in enumerate(ranking):
-                score = 1.0 / (RRF_K + rank + 1)
-                fused[chunk_id] = fused.get(chunk_id, 0.0) + score
-        for chunk_id, score in fused.items():
-            postmortem_id = chunk_id.split("#", 1)[0]
-            if score > best_chunk.get(postmortem_id, (0.0, ""))[0]:
-                best_chunk[postmortem_id] = (score, chunk_id)
-        ranked = sorted(best_chunk.items(), key=lambda kv: kv[1][0], reverse=True)[:k]
-        return [self._result(pid, score, chunk_id) for pid, (score, chunk_id) in ranked]
+        """The k postmortems most similar to `text`, best first, one per postmortem.
 
-    def _allowed(self, before: datetime | None, excluded: set[str], where: dict[str, str]) -> set[str]:
-        sql, args = "SELECT id, incident_id FROM postmortems WHERE 1=1", list[Any]()
-        if before is not None:
-            sql += " AND date_ts < ?"
-            args.append(_ts(before))
-        for key, value in where.items():
-            if key not in ("category", "subcategory", "mitigation"):
-                raise ValueError(f"cannot filter postmortems by {key!r}")
-            sql += f" AND {key} = ?"
-            args.append(value)
-        return {pid for pid, incident in self.db.execute(sql, args) if pid not in excluded and incident not in excluded}
+        `before`: only postmortems dated strictly before it (naive = UTC). `exclude_ids`: drop
+        postmortems whose id or incident_id is in it. `where`: metadata equality (a list means any of)
+        on category, subcategory, mitigation, services (the postmortem lists it) or section.
+        `mode`: "hybrid" (reciprocal rank fusion of both rankings), "vector" or "lexical"."""
+        if mode not in MODES:
+            raise ValueError(f"search mode must be one of {', '.join(MODES)}, got {mode!r}")
+        filters = _filters(where)
+        if k <= 0:
+            return []
+        excluded = sorted({str(i) for i in exclude_ids if i})
+        before_ts = _timestamp(before) if before is not None else None
+        candidates = max(CANDIDATES, CANDIDATES_PER_RESULT * k)
+        rankings: dict[str, list[ChunkHit]] = {}
+        with self._lock:
+            catalog = self._postmortems()
+            share = self._share_before(before_ts)
+            if mode != "lexical":
+                rankings["vector"] = self._vector(text, candidates, before_ts, excluded, filters, catalog, share)
+            if mode != "vector":
+                rankings["lexical"] = self.lexical.search(
+                    text, candidates, before_ts=before_ts, exclude_ids=excluded, where=filters, share=share
+                )
+            fused = rank_fusion(rankings, k)
+            incomplete = [hit.chunk_id for hit, _, _ in fused if not _complete(hit)]
+            details: dict[str, ChunkHit] = {}
+            if incomplete:
+                got = self.collection.get(ids=incomplete, include=["documents", "metadatas"])
+                for chunk_id, document, metadata in zip(
+                    got["ids"], got["documents"] or [], got["metadatas"] or [], strict=True
+                ):
+                    details[chunk_id] = ChunkHit(
+                        chunk_id, str(metadata["postmortem_id"]), 0.0, document or "", dict(metadata)
+                    )
+        return [_result(details.get(hit.chunk_id, hit), score, ranks) for hit, score, ranks in fused]
 
     def _vector(
-        self, text: str, before: datetime | None, where: dict[str, str], allowed: set[str]
-    ) -> list[tuple[str, str]]:
-        clauses: list[dict[str, Any]] = [{key: value} for key, value in where.items()]
-        if before is not None:
-            clauses.append({"date_ts": {"$lt": _ts(before)}})
-        chroma_where = clauses[0] if len(clauses) == 1 else ({"$and": clauses} if clauses else None)
-        result = self.collection.query(
-            query_embeddings=list(self.embedder.embed([text])),
-            n_results=CANDIDATES,
-            where=chroma_where,
-            include=["metadatas"],
-        )
-        ids, metas = result["ids"][0], (result["metadatas"] or [[]])[0]
-        return [(i, str(m["postmortem_id"])) for i, m in zip(ids, metas, strict=True) if m["postmortem_id"] in allowed]
-
-    def _lexical(self, text: str, allowed: set[str]) -> list[tuple[str, str]]:
-        words = sorted({w.lower() for w in _WORD.findall(text)})
-        if not words:
+        self,
+        text: str,
+        n: int,
+        before_ts: float | None,
+        excluded: list[str],
+        where: dict[str, list[str]],
+        catalog: Mapping[str, Mapping[str, Any]],
+        share: float = 1.0,
+    ) -> list[ChunkHit]:
+        """The n nearest chunks that pass the filters. Chroma's own metadata filters scan every row
+        (about 0.2 s at 100k chunks) and fetching metadata costs per result, so Chroma returns only ids,
+        ever deeper (n, 8n, DEEP_FETCH), filtered here by the catalog's metadata of their postmortem;
+        Chroma filters only when even DEEP_FETCH is not enough (`share`, the part of the catalog a
+        `before` keeps, sets the first depth, or sends a very selective search to Chroma at once). A
+        section filter, or chunks of
+        postmortems this catalog does not hold (a Chroma server shared with other replicas), take
+        Chroma's metadata instead."""
+        if not text.strip():
             return []
-        query = " OR ".join(f'"{w}"' for w in words[:64])
-        rows = self.db.execute(
-            "SELECT chunk_id, postmortem_id FROM chunks WHERE chunks MATCH ? ORDER BY bm25(chunks) LIMIT ?",
-            (query, CANDIDATES * 4),
-        )
-        return [(c, p) for c, p in rows if p in allowed][:CANDIDATES]
+        vector = self.embedder.embed([text])
+        if "section" in where:
+            return self._vector_by_chroma_metadata(vector, n, before_ts, excluded, where)
+        if share * DEEP_FETCH < n:
+            return self._query(vector, n, _chroma_where(before_ts, excluded, where))
+        fetch = n if share >= 1.0 else min(DEEP_FETCH, max(n, math.ceil(2 * n / share)))
+        while True:
+            ids = self.collection.query(query_embeddings=vector, n_results=fetch, include=[])["ids"][0]
+            hits = []
+            for chunk_id in ids:
+                postmortem_id = chunk_id.rpartition(":")[0]
+                metadata = catalog.get(postmortem_id)
+                if metadata is None:
+                    return self._vector_by_chroma_metadata(vector, n, before_ts, excluded, where)
+                if metadata_matches(metadata, before_ts, excluded, where):
+                    hits.append(ChunkHit(chunk_id, postmortem_id, 0.0, "", dict(metadata)))
+            if len(hits) >= n or len(ids) < fetch:
+                return hits[:n]
+            if fetch >= DEEP_FETCH:
+                return self._query(vector, n, _chroma_where(before_ts, excluded, where))
+            fetch = min(DEEP_FETCH, fetch * 8)
 
-    def _result(self, postmortem_id: str, score: float, chunk_id: str) -> dict[str, Any]:
-        row = self.db.execute(
-            "SELECT id, incident_id, title, date, category, subcategory, mitigation, ttm_hours "
-            "FROM postmortems WHERE id = ?",
-            (postmortem_id,),
-        ).fetchone()
-        section, snippet = self.db.execute(
-            "SELECT section, text FROM chunks WHERE chunk_id = ?", (chunk_id,)
-        ).fetchone()
-        keys = ("id", "incident_id", "title", "date", "category", "subcategory", "mitigation", "ttm_hours")
-        return {
-            **dict(zip(keys, row, strict=True)),
-            "score": round(score, 5),
-            "section": section,
-            "snippet": snippet[:400],
-        }
+    def _vector_by_chroma_metadata(
+        self, vector: np.ndarray, n: int, before_ts: float | None, excluded: list[str], where: dict[str, list[str]]
+    ) -> list[ChunkHit]:
+        if before_ts is None and not excluded and not where:
+            return self._query(vector, n, None)
+        fetch = n * OVERFETCH
+        ranked = self._query(vector, fetch, None)
+        kept = [h for h in ranked if metadata_matches(h.metadata, before_ts, excluded, where)]
+        if len(kept) >= n or len(ranked) < fetch:
+            return kept[:n]
+        return self._query(vector, n, _chroma_where(before_ts, excluded, where))
+
+    def _query(self, vector: np.ndarray, n: int, where: dict[str, Any] | None) -> list[ChunkHit]:
+        result = self.collection.query(
+            query_embeddings=vector, n_results=n, where=where, include=["metadatas", "documents", "distances"]
+        )
+        ids = result["ids"][0]
+        metadatas = (result["metadatas"] or [[]])[0]
+        documents = (result["documents"] or [[]])[0]
+        distances = (result["distances"] or [[]])[0]
+        return [
+            ChunkHit(chunk_id, str(m["postmortem_id"]), float(d), doc or "", dict(m))
+            for chunk_id, m, doc, d in zip(ids, metadatas, documents, distances, strict=True)
+        ]
 
     def count(self) -> int:
+        """Postmortems in the catalog of this index."""
         return int(self.db.execute("SELECT count(*) FROM postmortems").fetchone()[0])
 
 
 class PostmortemRetriever:
-    """The graph's Retriever port: precedents for an incident, never from its future, never itself."""
+    """The graph's Retriever port (agent/context.py): precedents for an incident, searched with its
+    text and signal names, never from its future (`before=started_at`), never itself."""
 
-    def __init__(self, index: PostmortemIndex) -> None:
+    def __init__(self, index: PostmortemIndex, mode: Mode = "hybrid") -> None:
         self.index = index
+        self.mode = mode
+
+    @staticmethod
+    def query(incident: Incident) -> str:
+        signals = " ".join(name.replace("_", " ").replace(".", " ") for name in incident.signals)
+        return "\n".join(part for part in (incident.text(), signals) if part)
 
     def search(self, incident: Incident, k: int) -> list[dict[str, Any]]:
-        query = "\n".join([incident.text(), " ".join(incident.signals)])
-        return self.index.search(query, k, before=incident.started_at, exclude_ids={incident.id})
+        return self.index.search(
+            self.query(incident), k, before=incident.started_at, exclude_ids={incident.id}, mode=self.mode
+        )
