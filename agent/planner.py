@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
+from agent.precedents import mitigation_vote, precedent_note
 from agent.rulebook import Alternative, Rulebook, SignalRule
 from agent.schemas import UNKNOWN, Classification, Incident, Plan, Target
 from tools.guard import Policy
+
+PRECEDENT_SHARE = 0.6  # precedents pick a playbook alternative only when they agree this strongly
+PRECEDENTS_NEVER_CHOOSE = frozenset({"M5", "M6"})  # "no action" and deletion need their own evidence
 
 # Signals where a high value is bad, and the level above which impact is ongoing. Only used to read
 # "<metric>" against "<metric>_peak" for recovery; classification thresholds live in the rulebook.
@@ -120,8 +125,16 @@ def _parameters(operation: str, incident: Incident, entities: dict[str, str]) ->
 
 
 def plan(
-    rulebook: Rulebook, policy: Policy, incident: Incident, classification: Classification, entities: dict[str, str]
+    rulebook: Rulebook,
+    policy: Policy,
+    incident: Incident,
+    classification: Classification,
+    entities: dict[str, str],
+    precedents: list[dict[str, Any]] | None = None,
 ) -> Plan:
+    """Algorithm 1. Precedents (similar past incidents) choose between the playbook's own alternatives
+    when the incident's text and signals do not; they never choose "no action" or a deletion."""
+    precedents = precedents or []
     assessment = assess_no_action(rulebook, incident)
     sub = rulebook.subcategories.get(classification.subcategory)
 
@@ -134,6 +147,7 @@ def plan(
             rationale=(
                 "No action needed: the impact has already ended and nothing suggests it is ongoing "
                 f"({'; '.join(assessment.evidence)}). Keep watching the SLA; a human confirms the close-out."
+                f"{precedent_note(precedents, classification.subcategory)}"
             ),
             no_action_evidence=assessment.evidence,
         )
@@ -151,10 +165,18 @@ def plan(
 
     rule = sub.plan
     action, operation = rule.default, rule.operation
+    chosen_by = "the rulebook's playbook"
     for alt in rule.alternatives:
         if _alternative_applies(alt, incident):
             action, operation = alt.action, alt.operation
             break
+    else:
+        shares = mitigation_vote(precedents, classification.subcategory)
+        for alt in rule.alternatives:
+            if alt.action not in PRECEDENTS_NEVER_CHOOSE and shares.get(alt.action, 0.0) >= PRECEDENT_SHARE:
+                action, operation = alt.action, alt.operation
+                chosen_by = f"precedents ({shares[alt.action]:.0%} of similar incidents' fixes)"
+                break
     if action == "M5" and assessment.ongoing > 0:
         # A detection/alerting problem with live impact still needs a human.
         action, operation = "M1", "escalate"
@@ -164,8 +186,9 @@ def plan(
         else " Not M5: no evidence that the impact has ended."
     )
     rationale = (
-        f"Classified {classification.category}/{classification.subcategory}; the rulebook's playbook for it is "
+        f"Classified {classification.category}/{classification.subcategory}; by {chosen_by} the action is "
         f"{action} ({operation.replace('_', ' ')}).{why_not_m5}"
+        f"{precedent_note(precedents, classification.subcategory)}"
     )
     return build_plan(policy, incident, entities, action, operation, rule.target, rationale)
 

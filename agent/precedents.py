@@ -58,3 +58,22 @@ def combine(rulebook: Rulebook, classification: Classification, precedents: list
     return classification.model_copy(
         update={"confidence": round(min(1.0, max(0.0, adjusted)), 3), "evidence": evidence}
     )
+
+
+def mitigation_vote(precedents: list[dict[str, Any]], subcategory: str) -> dict[str, float]:
+    """Share of the rank-weighted vote per mitigation among precedents of the same subcategory."""
+    weights: dict[str, float] = defaultdict(float)
+    for rank, precedent in enumerate(precedents):
+        if precedent.get("subcategory") == subcategory and precedent.get("mitigation"):
+            weights[precedent["mitigation"]] += 1.0 / (rank + 1)
+    total = sum(weights.values())
+    return {action: weight / total for action, weight in weights.items()} if total else {}
+
+
+def precedent_note(precedents: list[dict[str, Any]], subcategory: str) -> str:
+    """What fixed the similar past incidents, for the plan's rationale."""
+    same = [p for p in precedents if p.get("subcategory") == subcategory]
+    if not same:
+        return ""
+    cited = ", ".join(f"{p['id']} ({p.get('mitigation')})" for p in same[:3])
+    return f" Similar past incidents: {cited}."

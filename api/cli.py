@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--base-url", help="OpenAI-compatible endpoint (overrides MITIGATE_LLM_BASE_URL)")
     run.add_argument("--concurrency", type=int, default=1, help="cases replayed at once (default 1)")
     run.add_argument("--resume", metavar="EVAL_RUN_ID", help="continue an interrupted eval run")
+    run.add_argument(
+        "--no-retrieval", action="store_true", help="replay without precedents even when a postmortem index exists"
+    )
     run.set_defaults(func=cmd_eval_run)
 
     retrieval = eval_sub.add_parser("retrieval", help="hit@1, hit@5 and MRR of same-kind precedents, per search mode")

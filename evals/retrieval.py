@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from evals.dataset import Case
+from tools.postmortems import PostmortemRetriever
 
 MODES = ("hybrid", "vector", "lexical")
 
@@ -30,7 +31,7 @@ def retrieval_eval(index: Any, cases: Sequence[Case], k: int = 10) -> dict[str, 
         ranks: dict[str, list[int | None]] = {"subcategory": [], "category": []}
         for case in scored:
             incident = case.incident
-            query = "\n".join([incident.text(), " ".join(incident.signals)])
+            query = PostmortemRetriever.query(incident)  # exactly what the graph's retrieve node asks
             results = index.search(query, k, before=incident.started_at, exclude_ids={incident.id}, mode=mode)
             for label in ranks:
                 ranks[label].append(_rank(results, label, case.labels.get(label)))

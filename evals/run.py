@@ -54,6 +54,8 @@ def run_eval(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("llm_model", args.model), ("llm_base_url", args.base_url)) if v}
     settings = get_settings().model_copy(update=overrides)
     template = make_context(settings, MemoryRecorder(), propose_only=True, engine=args.engine)
+    if args.no_retrieval:
+        template = replace(template, retriever=None)
     config = {
         "engine": "llm" if template.llm else "rulebook",
         "model": getattr(template.llm, "model", None),

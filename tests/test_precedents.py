@@ -59,3 +59,40 @@ def test_the_graph_cites_precedents_and_never_takes_m5_from_them(context):
     assert [p["id"] for p in report["precedents"]] == ["0", "1", "2", "3", "4"]
     assert report["mitigation"] != "M5"  # five M5 precedents do not outweigh ongoing impact
     assert context.retriever.asked[0].id == "X"
+
+
+def _exhausted() -> Incident:
+    return Incident(
+        id="INC-RE",
+        title="Requests queueing on llama-70b",
+        description="Queue depth and KV cache are high and requests wait; throttling continues.",
+        signals={"queue_depth": 180.0},
+    )
+
+
+def test_precedents_choose_between_the_playbooks_own_alternatives(rulebook, policy):
+    from agent import planner
+
+    classification = Classification(category="A3", subcategory="resource_exhaustion", confidence=0.8)
+    entities = {"namespace": "llm-serving", "deployment": "llama-70b"}
+    alone = planner.plan(rulebook, policy, _exhausted(), classification, entities)
+    playbook = rulebook.subcategories["resource_exhaustion"].plan
+    other = next(a for a in playbook.alternatives if a.action not in (alone.mitigation, "M5", "M6"))
+    fixed_by_other = [_p(str(i), "A3", "resource_exhaustion", other.action) for i in range(3)]
+    swayed = planner.plan(rulebook, policy, _exhausted(), classification, entities, fixed_by_other)
+    assert alone.mitigation == playbook.default
+    assert swayed.mitigation == other.action and "precedents" in swayed.rationale
+    assert "Similar past incidents: 0 (" in swayed.rationale
+
+
+def test_precedents_never_talk_the_planner_into_no_action_or_a_deletion(rulebook, policy):
+    from agent import planner
+
+    classification = Classification(category="A3", subcategory="resource_exhaustion", confidence=0.8)
+    entities = {"namespace": "llm-serving", "deployment": "llama-70b"}
+    alone = planner.plan(rulebook, policy, _exhausted(), classification, entities)
+    for action in ("M5", "M6"):
+        precedents = [_p(str(i), "A3", "resource_exhaustion", action) for i in range(5)]
+        assert planner.plan(rulebook, policy, _exhausted(), classification, entities, precedents).mitigation == (
+            alone.mitigation
+        )

@@ -16,7 +16,7 @@ def plan(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any]:
     ctx = runtime.context
     incident, classification = incident_of(state), classification_of(state)
     entities = state.get("entities", {})
-    result = planner.plan(ctx.rulebook, ctx.policy, incident, classification, entities)
+    result = planner.plan(ctx.rulebook, ctx.policy, incident, classification, entities, state.get("precedents", []))
     update: dict[str, Any] = {}
     if ctx.llm is not None and classification.engine == "llm":
         try:
