@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -287,7 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="reports over labeled incidents")
     report_sub = report.add_subparsers(dest="report_command", required=True, metavar="REPORT_COMMAND")
     gaps = report_sub.add_parser("gaps", help="the automation-gap report (paper Tables 2-3, Figures 1-3, TTM)")
-    gaps.add_argument("--dataset", required=True, type=Path, help="labeled JSONL dataset")
+    source = gaps.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", type=Path, help="labeled JSONL dataset")
+    source.add_argument(
+        "--since", type=_since, metavar="DATE", help="incidents in the store since DATE (ISO), labelled by mitigate"
+    )
     gaps.add_argument("--format", choices=["md", "csv", "json"], default="md", help="output format (default md)")
     gaps.set_defaults(func=cmd_report_gaps)
 
@@ -355,16 +360,32 @@ def cmd_report_gaps(args: argparse.Namespace) -> int:
     from evals.dataset import DatasetError, load_dataset
     from evals.gaps import gap_report, to_csv, to_markdown
 
-    try:
-        cases = load_dataset(args.dataset)
-    except (OSError, DatasetError) as exc:
-        return _fail(str(exc))
-    report = gap_report(cases)
+    outcome = None
+    if args.dataset is not None:
+        try:
+            cases = load_dataset(args.dataset)
+        except (OSError, DatasetError) as exc:
+            return _fail(str(exc))
+    else:
+        from api.settings import get_settings
+        from api.wiring import open_store
+        from evals.gaps_store import store_cases
+
+        cases, outcome = store_cases(open_store(get_settings()).sessions, args.since)
+    report = gap_report(cases) | ({"mitigate": outcome} if outcome is not None else {})
     if args.format == "json":
         print(json.dumps(report))
     else:
         print(to_csv(report) if args.format == "csv" else to_markdown(report), end="")
     return 0
+
+
+def _since(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO date or datetime: {text!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def cmd_demo(_: argparse.Namespace) -> int:

@@ -149,6 +149,19 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"| {month} | {row['n']} | {_f(row['ttd_p50'])} | {_f(row['ttd_p75'])} | {_f(row['tte_p50'])} | "
             f"{_f(row['tte_p75'])} | {_f(row['ttm_p50'])} | {_f(row['ttm_p75'])} |"
         )
+    if (outcome := report.get("mitigate")) is not None:
+        share = outcome["closed_without_human_share"]
+        lines += [
+            "",
+            "## What mitigate closed without a human",
+            "",
+            f"{outcome['closed_without_human']}/{outcome['incidents']} incidents"
+            f' ({"n/a" if share is None else f"{share:.0%}"}): a verified "no action" decision, or an action'
+            f" executed without approval and verified. TTM P50 {_f(outcome['closed_without_human_ttm_hours_p50'])} h,"
+            f" max {_f(outcome['closed_without_human_ttm_hours_max'])} h.",
+            "",
+            "Runs by outcome: " + ", ".join(f"{k} {v}" for k, v in sorted(outcome["by_status"].items())),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -170,4 +183,7 @@ def to_csv(report: dict[str, Any]) -> str:
     for month, row in report["lifecycle"].items():
         for key, value in row.items():
             writer.writerow(["lifecycle", month, key, "" if value is None else round(value, 3)])
+    for key, value in (report.get("mitigate") or {}).items():
+        if not isinstance(value, dict):
+            writer.writerow(["mitigate", key, "value", "" if value is None else value])
     return out.getvalue()
