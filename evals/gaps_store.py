@@ -39,6 +39,23 @@ def _closed_without_human(run: Any) -> bool:
     return run.status == "mitigated" and not any(action.approvals for action in run.actions)
 
 
+def _labels(run: Any) -> dict[str, str | None]:
+    """The run's classification and plan: from the finished run, or from its classify and plan steps
+    while it is still waiting (for an approval, say)."""
+    if run is None:
+        return {"category": None, "subcategory": None, "mitigation": None}
+    steps = {s.node: s.data for s in run.steps}
+    category = run.category or steps.get("classify", {}).get("category")
+    subcategory = run.subcategory or steps.get("classify", {}).get("subcategory")
+    mitigation = run.mitigation or steps.get("plan", {}).get("mitigation")
+    known = category not in (None, "unknown")
+    return {
+        "category": category if known else None,
+        "subcategory": subcategory if known else None,
+        "mitigation": mitigation,
+    }
+
+
 def store_cases(sessions: sessionmaker[Session], since: datetime) -> tuple[list[Case], dict[str, Any]]:
     """Cases for `gap_report` (one per incident, its latest run's labels) and the automation outcome:
     how many incidents mitigate closed without a human, and their time to mitigate."""
@@ -61,12 +78,7 @@ def store_cases(sessions: sessionmaker[Session], since: datetime) -> tuple[list[
                 "mitigated_at": _iso(closed),
                 "auto_detected": row.source in AUTOMATIC_SOURCES,
             }
-            category = run.category if run is not None and run.category != "unknown" else None
-            labels = {
-                "category": category,
-                "subcategory": run.subcategory if run is not None and category else None,
-                "mitigation": run.mitigation if run is not None else None,
-            }
+            labels = _labels(run)
             incident = Incident.model_validate(row.payload)
             cases.append(Case(incident=incident, labels=labels, timeline=timeline, raw=dict(row.payload)))
             status = run.status if run is not None else "no_run"

@@ -51,3 +51,53 @@ def test_markdown_and_csv_carry_the_same_numbers():
     markdown, csv_text = _report("md"), _report("csv")
     assert "| A3 | 94 | 60.3% |" in markdown and "| M5 | Manual triage / monitor (no action) |" in markdown
     assert "table3,M5,count,75" in csv_text and "crosstab,A2,M6,1" in csv_text
+
+
+def test_the_report_over_the_store_counts_what_mitigate_closed_without_a_human(tmp_path):
+    """Three incidents through the real graph and store: a resolved blip (no action), a saturation
+    scaled out and verified with no approval needed, and one waiting for a human's approval."""
+    from datetime import UTC, datetime
+
+    from agent.context import TriageContext
+    from agent.rulebook import load_rulebook
+    from agent.schemas import Incident
+    from api.runs import start_run
+    from api.settings import Settings
+    from api.wiring import open_checkpointer, open_store
+    from evals.gaps import gap_report, to_markdown
+    from evals.gaps_store import store_cases
+    from tests.fakes import FakeCluster, FakeSla
+    from tools.guard import load_policy
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/g.db")
+    store = open_store(settings)
+    statuses = []
+    with open_checkpointer(settings.database_url) as checkpointer:
+        for name in ("transient-blip-resolved", "exhaustion-429-saturated", "bad-node-xid"):
+            payload = json.loads((ROOT / "examples" / f"{name}.json").read_text())
+            context = TriageContext(
+                rulebook=load_rulebook(),
+                policy=load_policy(),
+                recorder=store.recorder,
+                cluster=FakeCluster(),
+                sla=FakeSla("verified"),
+            )
+            outcome = start_run(
+                Incident.model_validate(payload),
+                source="alertmanager" if name != "bad-node-xid" else "slack",
+                payload=payload,
+                recorder=store.recorder,
+                context=context,
+                checkpointer=checkpointer,
+            )
+            statuses.append(outcome.status)
+    cases, outcome = store_cases(store.sessions, datetime(2020, 1, 1, tzinfo=UTC))
+    closed = sum(s in ("no_action", "mitigated") for s in statuses)
+    assert len(cases) == 3 and outcome["incidents"] == 3
+    assert outcome["closed_without_human"] == closed >= 1
+    assert outcome["by_status"] == {s: statuses.count(s) for s in set(statuses)}
+    report = gap_report(cases)
+    assert report["auto_detected"] == 2  # the Slack one was reported by a person
+    assert sum(row["count"] for row in report["table3"]) == 3
+    assert "What mitigate closed without a human" in to_markdown(report | {"mitigate": outcome})
+    assert store_cases(store.sessions, datetime.now(UTC).replace(year=2100))[1]["incidents"] == 0
