@@ -95,7 +95,9 @@ def create_app(
             finally:
                 worker.stop()
 
-    from api.routes import approvals, health, incidents, webhooks
+    from fastapi.staticfiles import StaticFiles
+
+    from api.routes import approvals, dashboard, health, incidents, webhooks
 
     app = FastAPI(
         title="mitigate",
@@ -104,8 +106,9 @@ def create_app(
         "approvals resume paused runs.",
         lifespan=lifespan,
     )
-    for module in (webhooks, incidents, approvals, health):
+    for module in (webhooks, incidents, approvals, health, dashboard):
         app.include_router(module.router)
+    app.mount("/dashboard/static", StaticFiles(directory=dashboard.STATIC_DIR), name="dashboard-static")
     app.add_middleware(IngestFirst)
     slack_bot = None
     if settings.slack_signing_secret.get_secret_value():

@@ -3,6 +3,8 @@ replay window, and a per-source rate limit. Secrets are SecretStr and never appe
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import threading
@@ -22,6 +24,31 @@ def require_bearer(request: Request, secret: SecretStr, door: str) -> None:
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+def require_dashboard(request: Request, secret: SecretStr) -> None:
+    """The dashboard takes the REST token as the password of HTTP Basic auth (so a browser can sign in)
+    or as a bearer token. Any user name is accepted; the token is the secret."""
+    expected = secret.get_secret_value()
+    if not expected:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "the dashboard is closed: set MITIGATE_API_TOKEN on the server"
+        )
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    token = ""
+    if scheme.lower() == "bearer":
+        token = value
+    elif scheme.lower() == "basic":
+        try:
+            token = base64.b64decode(value, validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            token = ""
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "sign in with any user name and the API token as the password",
+            headers={"WWW-Authenticate": 'Basic realm="mitigate dashboard", charset="UTF-8"'},
         )
 
 

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     webhook_replay_window_s: int = Field(default=300, gt=0)
     max_body_bytes: int = Field(default=1_000_000, gt=0)
     rate_limit_per_minute: int = Field(default=600, gt=0, description="per source address and door")
+    m5_precision_target: float = Field(
+        default=0.95, ge=0, le=1, description="the M5 precision a team requires before trusting autonomous no-action"
+    )
+    datasets_dir: Path = Field(
+        default=Path(__file__).resolve().parent.parent / "evals" / "datasets",
+        description="labeled datasets the dashboard's gap report can read, by name",
+    )
     worker_threads: int = Field(default=2, ge=1, le=32)
 
     # Slack (the bot is mounted at /slack/events when a signing secret is set).

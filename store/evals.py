@@ -35,7 +35,25 @@ class EvalStore:
                 "config": row.config,
                 "status": row.status,
                 "metrics": row.metrics,
+                "created_at": row.created_at,
             }
+
+    def list_runs(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Eval runs, oldest first (the dashboard draws them over time)."""
+        with self._sessions() as session:
+            rows = session.scalars(select(EvalRunRow).order_by(EvalRunRow.created_at.desc()).limit(limit)).all()
+            return [
+                {
+                    "id": r.id,
+                    "label": r.label,
+                    "dataset": r.dataset,
+                    "config": r.config,
+                    "status": r.status,
+                    "metrics": r.metrics,
+                    "created_at": r.created_at,
+                }
+                for r in reversed(rows)
+            ]
 
     def add_case(self, run_id: str, case: Any) -> None:
         with self._sessions.begin() as session:
