@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 EXAMPLES = Path("examples")
+POSTMORTEMS = Path("data/postmortems")
 DATASET = Path("evals/datasets/paper156.jsonl")
 
 
@@ -24,6 +25,14 @@ def run_demo() -> int:
     console = Console()
     settings = get_settings()
     store = open_store(settings)
+    if POSTMORTEMS.is_dir():
+        from api.wiring import open_postmortem_index
+
+        with console.status(f"indexing {POSTMORTEMS} (first run only; later runs skip unchanged files)"):
+            ingested = open_postmortem_index(settings.state_dir, settings.chroma_url).ingest(POSTMORTEMS)
+        console.print(
+            f"postmortems: {len(ingested.added)} added, {ingested.unchanged} unchanged, {len(ingested.failed)} failed"
+        )
     context = make_context(settings, store.recorder)
     table = Table(title=f"Triage of {EXAMPLES}/ (store: {settings.database_url})")
     for column in ("incident", "class", "conf", "plan", "status", "what was not done"):
@@ -68,6 +77,7 @@ def run_demo() -> int:
             base_url=None,
             concurrency=1,
             resume=None,
+            no_retrieval=False,
         )
         return run_eval(args)
     return 0

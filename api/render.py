@@ -90,6 +90,8 @@ def print_metrics(out: dict[str, Any]) -> None:
         "latency_ms_p50",
         "latency_ms_p95",
         "llm_calls",
+        "tokens",
+        "cost",
         "fallbacks",
     ):
         interval = (out.get("ci95") or {}).get(key)

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr = SecretStr("")
     llm_timeout_s: float = Field(default=30.0, gt=0)
     llm_max_retries: int = Field(default=1, ge=0)
+    llm_cost_per_1k_tokens: float = Field(
+        default=0.0, ge=0, description="price of 1,000 tokens (prompt + completion) for eval costs; 0 = unpriced"
+    )
     state_dir: Path = Field(default=Path(".mitigate"), description="local state: postmortem index, kube dir")
     chroma_url: str | None = Field(
         default=None, description="a Chroma server (http://host:port) instead of the embedded index under state_dir"

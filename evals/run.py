@@ -122,6 +122,8 @@ def run_eval(args: argparse.Namespace) -> int:
     ]
     metrics = _summary(stored)
     metrics["fallbacks"] = sum(len(r.fallbacks) for r in results)
+    price = settings.llm_cost_per_1k_tokens
+    metrics["cost"] = round(metrics["tokens"] / 1000 * price, 6) if price and config["engine"] == "llm" else None
     if evals is not None:
         evals.finish(eval_id, metrics)
     out = {"eval_run_id": None if evals is None else eval_id, **metrics, "config": config}

@@ -5,6 +5,7 @@ Each request to /v1/chat/completions takes the next scripted behaviour:
   ("raw", text)     answer with text as the content (malformed output)
   ("status", code)  answer with an HTTP error
   ("sleep", secs)   wait before answering (a timeout, for a client with a shorter timeout)
+With an empty script, `responder(request_body)` (when given) picks the behaviour: a scripted model.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
 class FakeOpenAI:
-    def __init__(self) -> None:
+    def __init__(self, responder: Callable[[dict[str, Any]], tuple[str, Any]] | None = None) -> None:
         self.script: deque[tuple[str, Any]] = deque()
         self.requests: list[dict[str, Any]] = []
         fake = self
@@ -31,7 +33,10 @@ class FakeOpenAI:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-                kind, value = fake.script.popleft() if fake.script else ("status", 599)
+                if fake.script:
+                    kind, value = fake.script.popleft()
+                else:
+                    kind, value = responder(body) if responder else ("status", 599)
                 if kind == "sleep":
                     time.sleep(value)
                     kind, value = "json", {}

@@ -1,0 +1,129 @@
+"""`mitigate eval run --engine llm` through the real `openai` client against a scripted local model:
+the eval machinery records the LLM's calls, tokens and cost per case, and the gate tells a weak model
+from the rulebook. The scripted model is deliberately simple (a few keywords), not a stand-in for a
+real one: what is tested is the machinery, not an LLM's quality."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.fake_openai import FakeOpenAI
+
+DATASET = ROOT / "evals" / "datasets" / "paper156.jsonl"
+KEY = "sk-eval-secret-123"
+
+
+def toy_model(body: dict[str, Any]) -> tuple[str, Any]:
+    """Answers classification with a keyword or two and plans with escalation."""
+    prompt = body["messages"][0]["content"]
+    incident = prompt.rsplit("<incident>", 1)[-1]
+    if body["response_format"]["json_schema"]["name"] == "plan":
+        return "json", {"mitigation": "M1", "rationale": "escalate", "no_action_evidence": []}
+    if "408" in incident or "timed out" in incident.lower():
+        label = ("A3", "timeout")
+    elif "429" in incident:
+        label = ("A3", "resource_exhaustion")
+    else:
+        label = ("unknown", "unknown")
+    answer = {"category": label[0], "subcategory": label[1], "confidence": 0.7, "rationale": "toy", "evidence": []}
+    return "json", answer
+
+
+@pytest.fixture
+def model() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(responder=toy_model) as server:
+        yield server
+
+
+def _eval(tmp: Path, *args: str, **env: str) -> dict[str, Any]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MITIGATE_", "OPENAI_"))}
+    clean |= {"MITIGATE_DATABASE_URL": f"sqlite:///{tmp}/e.db", "MITIGATE_STATE_DIR": str(tmp / "state"), **env}
+    done = subprocess.run(
+        [sys.executable, "-m", "api.cli", "eval", "run", "--dataset", str(DATASET), "--split", "test", "--json", *args],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert KEY not in done.stdout + done.stderr  # the key is never printed
+    return json.loads(done.stdout)
+
+
+def test_an_llm_eval_records_model_calls_tokens_and_cost(tmp_path, model):
+    out = _eval(
+        tmp_path,
+        *("--engine", "llm", "--base-url", model.base_url, "--model", "toy-1", "--concurrency", "4", "--cases"),
+        MITIGATE_LLM_API_KEY=KEY,
+        MITIGATE_LLM_COST_PER_1K_TOKENS="0.5",
+    )
+    assert out["config"]["engine"] == "llm" and out["config"]["model"] == "toy-1"
+    assert out["config"]["prompt_hash"] and out["config"]["rulebook_hash"]
+    calls = len(model.requests)
+    assert out["llm_calls"] == calls and calls >= out["n"] == 78  # every case asked the model
+    assert out["tokens"] == 120 * calls  # the fake reports 100 + 20 tokens per call
+    assert out["cost"] == pytest.approx(out["tokens"] / 1000 * 0.5)
+    assert all(r["auth"] == f"Bearer {KEY}" for r in model.requests)
+    assert all(r["body"]["model"] == "toy-1" for r in model.requests)
+    first = model.requests[0]["body"]["messages"][0]["content"]
+    assert "resource_exhaustion" in first  # the rulebook is in the prompt
+    by_id = {c["id"]: c for c in out["cases"]}
+    assert by_id["P156-002"]["predicted"]["category"] == "A3"  # "429" in its text: the toy's answer was used
+
+    from api.settings import Settings
+    from api.wiring import open_store
+    from store.evals import EvalStore
+
+    evals = EvalStore(open_store(Settings(database_url=f"sqlite:///{tmp_path}/e.db")).sessions)
+    stored = evals.cases(out["eval_run_id"])
+    assert len(stored) == 78 and sum(c["llm_calls"] for c in stored) == calls
+    assert sum(c["tokens"] for c in stored) == out["tokens"]
+
+
+def test_the_gate_refuses_a_weak_model_in_place_of_the_rulebook(tmp_path, model):
+    rulebook = _eval(tmp_path, "--engine", "rulebook", "--cases", "--no-store")
+    llm = _eval(
+        tmp_path,
+        *("--engine", "llm", "--base-url", model.base_url, "--model", "toy-1", "--cases", "--no-store"),
+        MITIGATE_LLM_API_KEY=KEY,
+    )
+    (tmp_path / "a.json").write_text(json.dumps(rulebook))
+    (tmp_path / "b.json").write_text(json.dumps(llm))
+    gate = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "eval",
+            "gate",
+            "--resamples",
+            "300",
+            "--baseline",
+            str(tmp_path / "a.json"),
+            "--candidate",
+            str(tmp_path / "b.json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert gate.returncode == 1 and "category accuracy worse" in gate.stdout
+    same = subprocess.run(
+        [sys.executable, "-m", "api.cli", "eval", "compare", str(tmp_path / "a.json"), str(tmp_path / "a.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert same.returncode == 0 and "p = 1" in same.stdout.replace("p=", "p = ")
