@@ -236,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--base-url", help="OpenAI-compatible endpoint (overrides MITIGATE_LLM_BASE_URL)")
     run.add_argument("--concurrency", type=int, default=1, help="cases replayed at once (default 1)")
     run.add_argument("--resume", metavar="EVAL_RUN_ID", help="continue an interrupted eval run")
+    run.add_argument("--limit", type=int, metavar="N", help="only the first N cases of the split (a quick look)")
     run.add_argument(
         "--no-retrieval", action="store_true", help="replay without precedents even when a postmortem index exists"
     )

@@ -78,6 +78,7 @@ def run_demo() -> int:
             concurrency=1,
             resume=None,
             no_retrieval=False,
+            limit=None,
         )
         return run_eval(args)
     return 0

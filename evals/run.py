@@ -49,6 +49,10 @@ def run_eval(args: argparse.Namespace) -> int:
         cases = load_dataset(args.dataset, args.split)
     except (OSError, DatasetError) as exc:
         return _fail(str(exc))
+    if args.limit is not None:
+        if args.limit < 1:
+            return _fail("--limit must be at least 1")
+        cases = cases[: args.limit]
     if not cases:
         return _fail(f"{args.dataset} has no cases in split {args.split!r}")
     overrides = {k: v for k, v in (("llm_model", args.model), ("llm_base_url", args.base_url)) if v}
@@ -59,7 +63,7 @@ def run_eval(args: argparse.Namespace) -> int:
     config = {
         "engine": "llm" if template.llm else "rulebook",
         "model": getattr(template.llm, "model", None),
-        "split": args.split,
+        "split": args.split if args.limit is None else f"{args.split}[:{args.limit}]",
         "retrieval": template.retriever is not None,
         "rulebook_version": template.rulebook.version,
         "rulebook_hash": template.rulebook.digest,

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from evals.dataset import load_dataset
 from tests.conftest import ROOT
 from tests.fake_openai import FakeOpenAI
 
@@ -127,3 +128,18 @@ def test_the_gate_refuses_a_weak_model_in_place_of_the_rulebook(tmp_path, model)
         timeout=300,
     )
     assert same.returncode == 0 and "p = 1" in same.stdout.replace("p=", "p = ")
+
+
+def test_limit_replays_only_the_first_cases_and_says_so(tmp_path):
+    out = _eval(tmp_path, "--engine", "rulebook", "--limit", "5", "--cases", "--no-store")
+    first = [c.id for c in load_dataset(DATASET, "test")[:5]]
+    assert out["n"] == 5 and [c["id"] for c in out["cases"]] == first
+    assert out["config"]["split"] == "test[:5]"
+    refused = subprocess.run(
+        [sys.executable, "-m", "api.cli", "eval", "run", "--dataset", str(DATASET), "--limit", "0", "--no-store"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "--limit" in refused.stderr

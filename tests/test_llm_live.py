@@ -45,3 +45,32 @@ def test_live_endpoint_answers_within_the_contract():
         assert report["category"] in ("A1", "A2", "A3", "A4", "unknown")
     else:
         assert report["fallbacks"] and report["fallbacks"][0]["stage"] == "classify"
+
+
+def test_live_endpoint_runs_a_small_eval_within_the_contract(tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MITIGATE_", "OPENAI_"))}
+    env |= {
+        "MITIGATE_DATABASE_URL": f"sqlite:///{tmp_path}/live.db",
+        "MITIGATE_STATE_DIR": str(tmp_path / "state"),
+        "MITIGATE_LLM_API_KEY": os.environ.get("MITIGATE_LIVE_LLM_API_KEY", ""),
+        "MITIGATE_LLM_TIMEOUT_S": "120",
+    }
+    dataset = str(ROOT / "evals" / "datasets" / "paper156.jsonl")
+    model = os.environ.get("MITIGATE_LIVE_LLM_MODEL", "default")
+    command = [sys.executable, "-m", "api.cli", "eval", "run", "--dataset", dataset, "--split", "test", "--limit", "4"]
+    done = subprocess.run(
+        [*command, "--engine", "llm", "--base-url", str(BASE_URL), "--model", model, "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["n"] == 4 and out["config"]["engine"] == "llm"
+    assert out["llm_calls"] >= 4  # every case asked the model at least once
+    assert out["category_accuracy"] is not None  # valid answers or recorded fallbacks, never a crash
