@@ -6,6 +6,8 @@ this point.
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from agent.schemas import Incident
@@ -27,6 +29,49 @@ def accept_incident(
     service.metrics.incidents.labels(source).inc()
     service.worker.submit(Job(run_id))
     return run_id
+
+
+AlertOutcome = Literal["accepted", "duplicate", "correlated"]
+
+
+def accept_alert(
+    service: Any, incident: Incident, raw: dict[str, Any], *, fingerprint: str, correlation_key: str
+) -> tuple[AlertOutcome, str]:
+    """An alert from Alertmanager: a new incident with a queued run, unless an incident of its group is
+    still open (then it is stored as correlated with that one, and starts nothing). The run waits
+    `alert_settle_s` before triage, so a blip that heals itself is seen healed."""
+    settings = service.settings
+    if settings.alert_correlation_window_s > 0:
+        since = datetime.now(UTC) - timedelta(seconds=settings.alert_correlation_window_s)
+        primary = service.store.recorder.open_incident_for(correlation_key, since)
+        if primary is not None and primary != incident.id:
+            stored = service.store.recorder.save_correlated(
+                incident,
+                primary_id=primary,
+                source="alertmanager",
+                payload=raw,
+                fingerprint=fingerprint,
+                correlation_key=correlation_key,
+            )
+            if not stored:
+                service.metrics.duplicates.labels("alertmanager").inc()
+            return ("correlated" if stored else "duplicate"), primary
+    engine = "llm" if settings.use_llm() else "rulebook"
+    run_id = create_run(
+        incident,
+        source="alertmanager",
+        payload=raw,
+        recorder=service.store.recorder,
+        engine=engine,
+        fingerprint=fingerprint,
+        correlation_key=correlation_key,
+    )
+    if run_id is None:
+        service.metrics.duplicates.labels("alertmanager").inc()
+        return "duplicate", incident.id
+    service.metrics.incidents.labels("alertmanager").inc()
+    service.worker.submit(Job(run_id, not_before=time.monotonic() + settings.alert_settle_s))
+    return "accepted", incident.id
 
 
 def submit_decision(

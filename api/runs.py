@@ -46,6 +46,7 @@ def create_run(
     recorder: StoreRecorder,
     engine: str,
     fingerprint: str | None = None,
+    correlation_key: str | None = None,
 ) -> str | None:
     """Store the incident and a queued run, committed before anyone is told "accepted".
 
@@ -53,7 +54,13 @@ def create_run(
     """
     run_id = uuid.uuid4().hex
     stored = recorder.save_incident_with_run(
-        incident, run_id, source=source, payload=payload, engine=engine, fingerprint=fingerprint
+        incident,
+        run_id,
+        source=source,
+        payload=payload,
+        engine=engine,
+        fingerprint=fingerprint,
+        correlation_key=correlation_key,
     )
     return run_id if stored else None
 

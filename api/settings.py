@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         default=Path(__file__).resolve().parent.parent / "evals" / "datasets",
         description="labeled datasets the dashboard's gap report can read, by name",
     )
+    alert_settle_s: float = Field(
+        default=0.0, ge=0, le=3600, description="wait this long after an alert before triage (a blip heals first)"
+    )
+    alert_correlation_window_s: int = Field(
+        default=3600, ge=0, description="alerts of one Alertmanager group join an open incident this recent; 0 = off"
+    )
     worker_threads: int = Field(default=2, ge=1, le=32)
 
     # Slack (the bot is mounted at /slack/events when a signing secret is set).

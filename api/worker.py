@@ -25,6 +25,7 @@ log = logging.getLogger("mitigate.worker")
 class Job:
     run_id: str
     answer: dict[str, Any] | None = None  # an approval answer resumes a paused run
+    not_before: float = 0.0  # time.monotonic() before which the run must not start (alert settle time)
 
 
 class RunWorker:
@@ -116,6 +117,8 @@ class RunWorker:
 
     def _loop(self) -> None:
         while (job := self._jobs.get()) is not None:
+            if (wait := job.not_before - time.monotonic()) > 0:
+                time.sleep(wait)
             self._wait_for_quiet()
             started = time.monotonic()
             try:

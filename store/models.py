@@ -27,6 +27,9 @@ class IncidentRow(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     raw: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     fingerprint: Mapped[str | None] = mapped_column(String(200), index=True)
+    # Alerts of one group (Alertmanager's groupKey) while an incident of it is still open are one
+    # problem: the later ones are stored as `correlated` with the first, and start no run.
+    correlation_key: Mapped[str | None] = mapped_column(String(300), index=True)
     status: Mapped[str] = mapped_column(String(40), default="open")
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

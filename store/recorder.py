@@ -20,6 +20,10 @@ _INSERT_INCIDENT = insert(IncidentRow)
 _INSERT_RUN = insert(RunRow)
 
 
+# Incidents in these states are over: a new alert of their group is a new incident (a recurrence).
+CLOSED_STATUSES = ("mitigated", "no_action", "rejected", "correlated", "alert_resolved")
+
+
 class StoreRecorder:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
@@ -55,6 +59,7 @@ class StoreRecorder:
         payload: dict[str, Any],
         engine: str,
         fingerprint: str | None = None,
+        correlation_key: str | None = None,
     ) -> bool:
         """Store a new incident and its queued run in one transaction; False for an incident already stored.
 
@@ -70,6 +75,7 @@ class StoreRecorder:
             "payload": incident.model_dump(mode="json"),
             "raw": payload,
             "fingerprint": fingerprint,
+            "correlation_key": correlation_key,
             "started_at": incident.started_at,
             "received_at": now,
             "updated_at": now,
@@ -89,6 +95,51 @@ class StoreRecorder:
             return True
         except IntegrityError:  # already stored: a repeated delivery, or the same one racing in
             return False
+
+    def open_incident_for(self, correlation_key: str, since: datetime) -> str | None:
+        """The first incident of this correlation group received since `since` that is still open."""
+        with self._sessions() as session:
+            return session.scalar(
+                select(IncidentRow.id)
+                .where(
+                    IncidentRow.correlation_key == correlation_key,
+                    IncidentRow.received_at >= since,
+                    IncidentRow.status.not_in(CLOSED_STATUSES),
+                    IncidentRow.status.not_like("%alert_resolved"),
+                )
+                .order_by(IncidentRow.received_at)
+                .limit(1)
+            )
+
+    def save_correlated(
+        self,
+        incident: Incident,
+        *,
+        primary_id: str,
+        source: str,
+        payload: dict[str, Any],
+        fingerprint: str | None,
+        correlation_key: str,
+    ) -> bool:
+        """Store an alert that belongs to an open incident: kept for the record, no run of its own.
+        False when it was stored already (a repeated delivery)."""
+        with self._sessions.begin() as session:
+            if session.get(IncidentRow, incident.id) is not None:
+                return False
+            session.add(
+                IncidentRow(
+                    id=incident.id,
+                    source=source,
+                    title=incident.title,
+                    status="correlated",
+                    payload=incident.model_dump(mode="json"),
+                    raw=payload | {"correlated_with": primary_id},
+                    fingerprint=fingerprint,
+                    correlation_key=correlation_key,
+                    started_at=incident.started_at,
+                )
+            )
+            return True
 
     def start_run(self, run_id: str, incident_id: str, engine: str, status: str = "running") -> None:
         with self._sessions.begin() as session:

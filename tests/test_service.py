@@ -82,12 +82,60 @@ def test_alert_is_stored_triaged_and_deduplicated(client, cluster):
     assert first.status_code == 202 and len(first.json()["accepted"]) == 1
     incident_id = first.json()["accepted"][0]
     second = _am(client, _am_payload())
-    assert second.json() == {"accepted": [], "duplicates": [incident_id], "resolved": []}
+    assert second.json() == {"accepted": [], "duplicates": [incident_id], "resolved": [], "correlated": []}
     body = _wait(client, incident_id, lambda b: b["runs"] and b["runs"][0]["status"] == "mitigated")
     assert len(body["runs"]) == 1 and len(cluster.executed) == 1
     run = body["runs"][0]
     assert [s["node"] for s in run["steps"]][:3] == ["intake", "retrieve", "classify"]
     assert run["actions"][0]["operation"] == "scale_out" and run["sla_checks"][0]["status"] == "verified"
+
+
+def _alert(name: str, fingerprint: str, **labels: str) -> dict:
+    payload = _am_payload(alertname=name, **labels)
+    payload["alerts"][0]["fingerprint"] = fingerprint
+    return payload
+
+
+def test_alerts_of_one_group_while_its_incident_is_open_are_one_incident(client, cluster):
+    first = _am(client, _alert("EngineRequestsWaitingHigh", "f1")).json()["accepted"][0]
+    joined = _am(client, _alert("KvCacheFull", "f2"))
+    assert joined.json()["correlated"] == [first] and joined.json()["accepted"] == []
+    again = _am(client, _alert("KvCacheFull", "f2"))  # Alertmanager repeats the group notification
+    assert again.json()["duplicates"] == [first]
+    body = _wait(client, first, lambda b: b["runs"] and b["runs"][0]["status"] == "mitigated")
+    assert len(cluster.executed) == 1 and len(body["runs"]) == 1
+    listed = client.get("/incidents", headers={"Authorization": f"Bearer {API_TOKEN}"}).json()
+    assert sorted(i["status"] for i in listed) == ["correlated", "mitigated"]
+    # Once that incident is closed, the group's next alert is a new problem (a recurrence).
+    later = _am(client, _alert("TooManyRequests", "f3"))
+    assert len(later.json()["accepted"]) == 1 and later.json()["accepted"][0] != first
+
+
+def test_correlation_can_be_switched_off(tmp_path, cluster):
+    settings = _settings(tmp_path, alert_correlation_window_s=0)
+    with TestClient(create_app(settings, context_factory=fake_world(cluster))) as c:
+        a = _am(c, _alert("EngineRequestsWaitingHigh", "f1")).json()
+        b = _am(c, _alert("KvCacheFull", "f2")).json()
+    assert len(a["accepted"]) == 1 and len(b["accepted"]) == 1 and b["correlated"] == []
+
+
+def test_a_blip_that_resolves_within_the_settle_time_is_triaged_as_resolved(tmp_path, cluster):
+    settings = _settings(tmp_path, alert_settle_s=1.0)
+    blip = _am_payload(alertname="High408Rate")
+    blip["alerts"][0]["annotations"] = {"summary": "HTTP 408 rate on llama-70b streaming above 0.5%"}
+    with TestClient(create_app(settings, context_factory=fake_world(cluster))) as c:
+        started = time.monotonic()
+        incident_id = _am(c, blip).json()["accepted"][0]
+        resolved = json.loads(json.dumps(blip))
+        resolved["status"] = resolved["alerts"][0]["status"] = "resolved"
+        resolved["alerts"][0]["endsAt"] = "2026-11-24T10:01:00Z"
+        assert _am(c, resolved).json()["resolved"] == [incident_id]
+        body = _wait(c, incident_id, lambda b: b["runs"] and b["runs"][0]["report"])
+        first_step = body["runs"][0]["steps"][0]
+    assert time.monotonic() - started >= 1.0
+    report = body["runs"][0]["report"]
+    assert any("resolved" in e for e in report["plan"]["no_action_evidence"]), report["plan"]
+    assert first_step["node"] == "intake" and cluster.executed == []
 
 
 def test_resolved_notification_updates_the_incident(client):

@@ -12,7 +12,7 @@ from agent.schemas import Incident
 from api.alertmanager import AlertmanagerPayload, alert_fingerprint, incident_from_alert, incident_id_for
 from api.app import Service
 from api.deps import ServiceDep, client_of, read_body, store_write
-from api.intake import accept_incident
+from api.intake import accept_alert, accept_incident
 from api.pagerduty import PagerDutyPayload, incident_from_event, raw_of, signature_ok
 from api.security import require_bearer, require_signature
 
@@ -40,7 +40,7 @@ async def alertmanager(request: Request, service: ServiceDep) -> dict[str, Any]:
         raise _invalid(exc, service, "alertmanager") from None
 
     def store() -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {"accepted": [], "duplicates": [], "resolved": []}
+        out: dict[str, list[str]] = {"accepted": [], "duplicates": [], "resolved": [], "correlated": []}
         for alert in payload.alerts:
             incident_id = incident_id_for(alert)
             if alert.status == "resolved":
@@ -48,14 +48,16 @@ async def alertmanager(request: Request, service: ServiceDep) -> dict[str, Any]:
                 if service.queries.mark_resolved(incident_id, ends):
                     out["resolved"].append(incident_id)
                     continue
-            run_id = accept_incident(
+            outcome, stored_as = accept_alert(
                 service,
                 incident_from_alert(alert),
-                "alertmanager",
                 alert.model_dump(mode="json") | {"groupKey": payload.groupKey},
                 fingerprint=alert_fingerprint(alert),
+                correlation_key=f"alertmanager:{payload.groupKey}"[:300],
             )
-            out["accepted" if run_id else "duplicates"].append(incident_id)
+            out[{"accepted": "accepted", "duplicate": "duplicates", "correlated": "correlated"}[outcome]].append(
+                stored_as
+            )
         return out
 
     return await store_write(service, store)
