@@ -33,6 +33,12 @@ class SlaVerifier(Protocol):
     def verify(self, plan: dict[str, Any], incident: Incident) -> dict[str, Any]: ...
 
 
+class Telemetry(Protocol):
+    """Live serving signals for an incident (rulebook signal names; `<name>_peak` over a lookback)."""
+
+    def signals(self, incident: Incident) -> dict[str, float]: ...
+
+
 class Recorder(Protocol):
     def record_step(self, run_id: str, node: str, summary: str, data: dict[str, Any]) -> None: ...
     def propose_action(self, run_id: str, key: str, plan: dict[str, Any]) -> dict[str, Any]: ...
@@ -113,6 +119,7 @@ class TriageContext:
     retriever: Retriever | None = None
     cluster: Cluster | None = None
     sla: SlaVerifier | None = None
+    telemetry: Telemetry | None = None
     notify: Notifier | None = None
     # Propose-only: plan and guard as usual, but never write to a cluster (eval replay, dry runs).
     propose_only: bool = False

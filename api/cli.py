@@ -9,6 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+# The closed-loop demo's scenarios (sim/faults.py has them all); kept here so --help stays fast.
+SCENARIOS = ("timeout", "resource_exhaustion", "latency_spike", "transient", "bad_node", "header_misconfig")
+
 EXIT_USAGE = 2
 
 
@@ -297,8 +300,23 @@ def build_parser() -> argparse.ArgumentParser:
     gaps.add_argument("--format", choices=["md", "csv", "json"], default="md", help="output format (default md)")
     gaps.set_defaults(func=cmd_report_gaps)
 
-    demo = sub.add_parser("demo", help="triage the example incidents and score the labeled dataset")
+    demo = sub.add_parser(
+        "demo",
+        help="the closed loop on this machine: fault, alert, triage, action, SLA verified",
+        description="Starts the local Kubernetes control plane, the simulated fleet, Prometheus, Alertmanager and "
+        "mitigate serve; injects a fault and follows it to the end. Stops everything it started on exit.",
+    )
+    demo.add_argument("--scenario", choices=SCENARIOS, default="timeout", help="the fault to inject (default timeout)")
+    demo.add_argument("--all", action="store_true", help="every scenario in turn, and a table of their TTM")
+    demo.add_argument("--hold", action="store_true", help="keep everything (and the dashboard) up until Ctrl-C")
+    demo.add_argument("--workdir", type=Path, default=Path(".mitigate/demo"), help="state of this run (wiped first)")
+    demo.add_argument(
+        "--offline", action="store_true", help="no cluster or Prometheus: triage examples/ and score paper156"
+    )
     demo.set_defaults(func=cmd_demo)
+    from sim.cli import add_sim_commands
+
+    add_sim_commands(sub)
     return parser
 
 
@@ -389,10 +407,14 @@ def _since(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def cmd_demo(_: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.offline:
+        from api.demo_offline import run_offline_demo
+
+        return run_offline_demo()
     from api.demo import run_demo
 
-    return run_demo()
+    return run_demo(list(SCENARIOS) if args.all else [args.scenario], args.hold, args.workdir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,84 +1,103 @@
-"""`mitigate demo`: the main job on embedded defaults - triage the example incidents into the local
-store, then score the labeled dataset. Runs with no LLM, no cluster and no Prometheus configured, and
-says so in every report."""
+"""`mitigate demo`: the whole mission on one machine. Starts the local control plane, the simulated
+fleet, Prometheus, Alertmanager and `mitigate serve`; injects a fault; the real alert reaches the
+webhook; the agent triages, acts under the demo policy and verifies the SLA; prints the timeline. With
+`--all`, every scenario and a table of their times to mitigate. Stops everything it started on exit,
+Ctrl-C included."""
 
 from __future__ import annotations
 
-import argparse
+import math
+import signal
+import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-EXAMPLES = Path("examples")
 POSTMORTEMS = Path("data/postmortems")
-DATASET = Path("evals/datasets/paper156.jsonl")
 
 
-def run_demo() -> int:
-    from api.cli import _read_incident
-    from api.runs import start_run
+def _fmt(value: float | None, pattern: str = "{:.4f}") -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else pattern.format(value)
+
+
+def _timeline(console: Console, result: Any) -> None:
+    console.print(f"\n[bold]{result.scenario}[/bold]: {result.status}")
+    for at, event in result.timeline:
+        console.print(f"  +{at:6.1f}s  {event}")
+    console.print(
+        f"  SLA before {_fmt(result.sla_before)}, after {_fmt(result.sla_after)}; "
+        f"TTM {_fmt(result.ttm_s, '{:.1f} s')} (alert start to SLA restored)"
+    )
+
+
+def _table(results: list[Any]) -> Table:
+    table = Table(title="Closed loop: every scenario (TTM = alert start to SLA restored)")
+    for column in ("scenario", "outcome", "classified", "action", "SLA before", "SLA after", "TTM", "wall"):
+        table.add_column(column)
+    for r, wall in results:
+        table.add_row(
+            r.scenario,
+            r.status,
+            f"{r.category}/{r.subcategory}",
+            f"{r.mitigation} {r.operation}",
+            _fmt(r.sla_before),
+            _fmt(r.sla_after),
+            _fmt(r.ttm_s, "{:.1f} s"),
+            f"{wall:.0f} s",
+        )
+    return table
+
+
+def _ingest(console: Console, state_dir: Path) -> None:
+    if not POSTMORTEMS.is_dir():
+        return
+    from api.wiring import open_postmortem_index
+
+    with console.status(f"indexing {POSTMORTEMS} (first run only; later runs skip unchanged files)"):
+        report = open_postmortem_index(state_dir, None).ingest(POSTMORTEMS)
+    console.print(f"postmortems: {len(report.added)} added, {report.unchanged} unchanged, {len(report.failed)} failed")
+
+
+def run_demo(scenarios: list[str], hold: bool, workdir: Path) -> int:
     from api.settings import get_settings
-    from api.wiring import make_context, open_checkpointer, open_store
-    from evals.run import run_eval
+    from sim.loop import ClosedLoop
 
     console = Console()
     settings = get_settings()
-    store = open_store(settings)
-    if POSTMORTEMS.is_dir():
-        from api.wiring import open_postmortem_index
+    _ingest(console, settings.state_dir)
 
-        with console.status(f"indexing {POSTMORTEMS} (first run only; later runs skip unchanged files)"):
-            ingested = open_postmortem_index(settings.state_dir, settings.chroma_url).ingest(POSTMORTEMS)
-        console.print(
-            f"postmortems: {len(ingested.added)} added, {ingested.unchanged} unchanged, {len(ingested.failed)} failed"
-        )
-    context = make_context(settings, store.recorder)
-    table = Table(title=f"Triage of {EXAMPLES}/ (store: {settings.database_url})")
-    for column in ("incident", "class", "conf", "plan", "status", "what was not done"):
-        table.add_column(column, overflow="fold")
-    files = sorted(EXAMPLES.glob("*.json"))
-    if not files:
-        console.print(f"no example incidents in {EXAMPLES.resolve()}; run from the repository root")
-        return 2
-    with open_checkpointer(settings.database_url) as checkpointer:
-        for path in files:
-            incident, payload = _read_incident(str(path))
-            outcome = start_run(
-                incident,
-                source="demo",
-                payload=payload,
-                recorder=store.recorder,
-                context=context,
-                checkpointer=checkpointer,
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
+
+    signal.signal(signal.SIGTERM, interrupted)
+    results: list[tuple[Any, float]] = []
+    try:
+        with ClosedLoop(workdir, state_dir=settings.state_dir.resolve(), say=console.print) as loop:
+            console.print(
+                f"dashboard: {loop.base_url}/dashboard (user: any, password: {loop.api_token}); "
+                f"Prometheus {loop.prometheus_url}; Alertmanager {loop.alertmanager_url}"
             )
-            report = outcome.report or {}
-            plan = report.get("plan", {})
-            table.add_row(
-                path.stem,
-                f"{report.get('category')}/{report.get('subcategory')}",
-                f"{report.get('confidence', 0):.2f}",
-                f"{plan.get('mitigation')} {plan.get('operation')}",
-                outcome.status,
-                "; ".join(report.get("notes", [])),
-            )
-    console.print(table)
-    if DATASET.exists():
-        console.print(f"\nScoring the rulebook engine on {DATASET} (test half):")
-        args = argparse.Namespace(
-            dataset=DATASET,
-            split="test",
-            engine="rulebook",
-            label="demo",
-            json=False,
-            cases=False,
-            no_store=False,
-            model=None,
-            base_url=None,
-            concurrency=1,
-            resume=None,
-            no_retrieval=False,
-            limit=None,
-        )
-        return run_eval(args)
+            for name in scenarios:
+                started = time.monotonic()
+                result = loop.run_scenario(name)
+                results.append((result, time.monotonic() - started))
+                _timeline(console, result)
+            if len(results) > 1:
+                console.print(_table(results))
+            if hold:
+                console.print(f"\nholding: the dashboard stays at {loop.base_url}/dashboard until Ctrl-C")
+                while True:
+                    time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("\ninterrupted: stopping everything the demo started")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    expected = {"header_misconfig": "escalated", "transient": "no_action"}
+    wrong = [r.scenario for r, _ in results if r.status != expected.get(r.scenario, "mitigated")]
+    if wrong:
+        console.print(f"[red]not as expected: {', '.join(wrong)}[/red]")
+        return 1
     return 0

@@ -32,6 +32,15 @@ class Settings(BaseSettings):
     chroma_url: str | None = Field(
         default=None, description="a Chroma server (http://host:port) instead of the embedded index under state_dir"
     )
+    prometheus_url: str | None = Field(
+        default=None, description="Prometheus (http://host:port): live signals in triage and SLA verification"
+    )
+    prometheus_window: str = Field(default="5m", pattern=r"^\d+[smh]$", description="rate window of 'now'")
+    prometheus_lookback: str = Field(default="30m", pattern=r"^\d+[smh]$", description="how far back peaks look")
+    sla_target: float = Field(default=0.99, gt=0, le=1, description="successful / valid requests")
+    sla_stable_s: float = Field(default=60.0, ge=0, description="the SLA must hold this long to count as recovered")
+    sla_deadline_s: float = Field(default=600.0, gt=0, description="after an action, give up on recovery after this")
+    sla_poll_s: float = Field(default=5.0, gt=0)
     rulebook_path: Path | None = None
     policy_path: Path | None = None
     propose_only: bool = Field(default=False, description="never write to a cluster, even with one configured")

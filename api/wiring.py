@@ -49,6 +49,25 @@ def open_postmortem_index(state_dir: Path, chroma_url: str | None) -> Any:
     return PostmortemIndex(state_dir, chroma_url=chroma_url)
 
 
+def make_metrics(settings: Settings) -> Any:
+    """Live signals and SLA verification from Prometheus, when one is configured."""
+    if not settings.prometheus_url:
+        return None
+    from tools.metrics import MetricsSettings, PrometheusMetrics
+
+    return PrometheusMetrics(
+        settings.prometheus_url,
+        MetricsSettings(
+            window=settings.prometheus_window,
+            lookback=settings.prometheus_lookback,
+            sla_target=settings.sla_target,
+            stable_s=settings.sla_stable_s,
+            deadline_s=settings.sla_deadline_s,
+            poll_s=settings.sla_poll_s,
+        ),
+    )
+
+
 def make_retriever(settings: Settings) -> Any:
     """Precedents when a postmortem index exists (after `mitigate postmortems ingest`), else none."""
     if settings.chroma_url is None and not (settings.state_dir / "postmortems.db").exists():
@@ -63,6 +82,7 @@ def make_context(
 ) -> TriageContext:
     chosen = engine or settings.engine
     use_llm = settings.model_copy(update={"engine": chosen}).use_llm()
+    metrics = make_metrics(settings)
     return TriageContext(
         rulebook=load_rulebook(settings.rulebook_path or DEFAULT_RULEBOOK),
         policy=load_policy(settings.policy_path or DEFAULT_POLICY),
@@ -70,6 +90,8 @@ def make_context(
         llm=make_llm(settings) if use_llm else None,
         cluster=make_cluster(settings),
         retriever=make_retriever(settings),
+        sla=metrics,
+        telemetry=metrics,
         propose_only=settings.propose_only if propose_only is None else propose_only,
     )
 

@@ -58,6 +58,8 @@ def run_eval(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("llm_model", args.model), ("llm_base_url", args.base_url)) if v}
     settings = get_settings().model_copy(update=overrides)
     template = make_context(settings, MemoryRecorder(), propose_only=True, engine=args.engine)
+    # A replay sees only what the incident carried: today's telemetry would be the future's.
+    template = replace(template, telemetry=None, sla=None)
     if args.no_retrieval:
         template = replace(template, retriever=None)
     config = {

@@ -126,6 +126,10 @@ class StoreRecorder:
         with self._sessions.begin() as session:
             if session.get(IncidentRow, incident.id) is not None:
                 return False
+            primary = session.get(IncidentRow, primary_id)
+            if primary is not None:
+                # Until its triage starts, the open incident gathers what its group's later alerts say.
+                primary.payload = _with_related(primary.payload, incident)
             session.add(
                 IncidentRow(
                     id=incident.id,
@@ -273,6 +277,19 @@ class StoreRecorder:
     def record_sla_check(self, run_id: str, status: str, details: dict[str, Any]) -> None:
         with self._sessions.begin() as session:
             session.add(SlaCheckRow(run_id=run_id, status=status, details=details))
+
+
+def _with_related(payload: dict[str, Any], related: Incident) -> dict[str, Any]:
+    """The incident with a correlated alert's text appended and its labels added where missing."""
+    merged = dict(payload)
+    line = f"Also firing: {related.title}"
+    if line not in (merged.get("description") or ""):
+        merged["description"] = "\n".join(part for part in (merged.get("description"), line) if part)
+    if related.alert is not None and merged.get("alert"):
+        alert = dict(merged["alert"])
+        alert["labels"] = {**related.alert.labels, **(alert.get("labels") or {})}
+        merged["alert"] = alert
+    return merged
 
 
 def _action_dict(row: ActionRow) -> dict[str, Any]:

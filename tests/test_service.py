@@ -106,6 +106,7 @@ def test_alerts_of_one_group_while_its_incident_is_open_are_one_incident(client,
     assert len(cluster.executed) == 1 and len(body["runs"]) == 1
     listed = client.get("/incidents", headers={"Authorization": f"Bearer {API_TOKEN}"}).json()
     assert sorted(i["status"] for i in listed) == ["correlated", "mitigated"]
+    assert "Also firing: KvCacheFull" in body["incident"]["description"]  # the triage saw both alerts
     # Once that incident is closed, the group's next alert is a new problem (a recurrence).
     later = _am(client, _alert("TooManyRequests", "f3"))
     assert len(later.json()["accepted"]) == 1 and later.json()["accepted"][0] != first

@@ -11,8 +11,19 @@ from agent.state import TriageState
 
 
 def intake(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any]:
-    """Validate the incident again (checkpoints may be resumed by newer code) and find its target."""
+    """Validate the incident again (checkpoints may be resumed by newer code), find its target, and
+    read the live serving signals when telemetry is configured: an alert says something crossed a
+    line; the signals say how far, and whether it is still there."""
     incident = incident_of(state)
     entities = extract_entities(incident)
-    record(runtime, state, "intake", f"incident {incident.id}: {incident.title[:120]}", {"entities": entities})
+    data: dict[str, Any] = {"entities": entities}
+    telemetry = runtime.context.telemetry
+    if telemetry is not None:
+        try:
+            live = telemetry.signals(incident)
+            incident = incident.model_copy(update={"signals": {**incident.signals, **live}})
+            data["live_signals"] = live
+        except Exception as exc:  # telemetry is advisory: triage goes on with what the incident says
+            data["telemetry_error"] = f"{type(exc).__name__}: {exc}"
+    record(runtime, state, "intake", f"incident {incident.id}: {incident.title[:120]}", data)
     return {"incident": incident.model_dump(mode="json"), "entities": entities}
