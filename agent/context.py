@@ -39,6 +39,12 @@ class Telemetry(Protocol):
     def signals(self, incident: Incident) -> dict[str, float]: ...
 
 
+class Localizer(Protocol):
+    """Ranks the pods of the incident's service as root-cause candidates (tools/rca/localize.py)."""
+
+    def rank(self, incident: Incident) -> dict[str, Any]: ...
+
+
 class Recorder(Protocol):
     def record_step(self, run_id: str, node: str, summary: str, data: dict[str, Any]) -> None: ...
     def propose_action(self, run_id: str, key: str, plan: dict[str, Any]) -> dict[str, Any]: ...
@@ -120,6 +126,7 @@ class TriageContext:
     cluster: Cluster | None = None
     sla: SlaVerifier | None = None
     telemetry: Telemetry | None = None
+    localizer: Localizer | None = None
     notify: Notifier | None = None
     # Propose-only: plan and guard as usual, but never write to a cluster (eval replay, dry runs).
     propose_only: bool = False

@@ -22,6 +22,7 @@ class TriageState(TypedDict, total=False):
     cluster_evidence: dict[str, Any]
     classification: dict[str, Any]
     plan: dict[str, Any]
+    localization: dict[str, Any]  # which pod is the cause, when a restart is planned and telemetry can tell
     guard: dict[str, Any]
     approvals: list[dict[str, Any]]
     action: dict[str, Any]

@@ -306,7 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Starts the local Kubernetes control plane, the simulated fleet, Prometheus, Alertmanager and "
         "mitigate serve; injects a fault and follows it to the end. Stops everything it started on exit.",
     )
-    demo.add_argument("--scenario", choices=SCENARIOS, default="timeout", help="the fault to inject (default timeout)")
+    demo.add_argument(
+        "--scenario",
+        choices=(*SCENARIOS, "cpu_hog"),
+        default="timeout",
+        help="the fault to inject (default timeout); cpu_hog: localisation picks the pod to restart",
+    )
     demo.add_argument("--all", action="store_true", help="every scenario in turn, and a table of their TTM")
     demo.add_argument("--hold", action="store_true", help="keep everything (and the dashboard) up until Ctrl-C")
     demo.add_argument("--workdir", type=Path, default=Path(".mitigate/demo"), help="state of this run (wiped first)")
@@ -314,9 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--offline", action="store_true", help="no cluster or Prometheus: triage examples/ and score paper156"
     )
     demo.set_defaults(func=cmd_demo)
+    from evals.rca_cli import add_rca_commands
     from sim.cli import add_sim_commands
 
     add_sim_commands(sub)
+    add_rca_commands(sub)
     return parser
 
 

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     sla_stable_s: float = Field(default=60.0, ge=0, description="the SLA must hold this long to count as recovered")
     sla_deadline_s: float = Field(default=600.0, gt=0, description="after an action, give up on recovery after this")
     sla_poll_s: float = Field(default=5.0, gt=0)
+    rca_reference_s: float = Field(
+        default=300.0, gt=0, description="fault localisation compares the incident with this much before it"
+    )
     rulebook_path: Path | None = None
     policy_path: Path | None = None
     propose_only: bool = Field(default=False, description="never write to a cluster, even with one configured")

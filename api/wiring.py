@@ -68,6 +68,15 @@ def make_metrics(settings: Settings) -> Any:
     )
 
 
+def make_localizer(settings: Settings) -> Any:
+    """Fault localisation over Prometheus for restart plans, when one is configured."""
+    if not settings.prometheus_url:
+        return None
+    from tools.rca.localize import PrometheusLocalizer
+
+    return PrometheusLocalizer(settings.prometheus_url, reference_s=settings.rca_reference_s)
+
+
 def make_retriever(settings: Settings) -> Any:
     """Precedents when a postmortem index exists (after `mitigate postmortems ingest`), else none."""
     if settings.chroma_url is None and not (settings.state_dir / "postmortems.db").exists():
@@ -92,6 +101,7 @@ def make_context(
         retriever=make_retriever(settings),
         sla=metrics,
         telemetry=metrics,
+        localizer=make_localizer(settings),
         propose_only=settings.propose_only if propose_only is None else propose_only,
     )
 

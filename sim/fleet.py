@@ -125,6 +125,10 @@ class Fleet:
             time.sleep(0.2)
         raise TimeoutError(f"the simulated fleet was not ready within {timeout_s:.0f}s: {self.view.replicas}")
 
+    def pods_older_than(self, seconds: float) -> bool:
+        """Whether every pod of the fleet has served for `seconds` (a baseline exists for each)."""
+        return self.kubelet.youngest_pod_age() >= seconds
+
     # ---- faults -------------------------------------------------------------------------------
     def _resolve(self, name: str, target: str | None) -> tuple[str, str]:
         spec = FAULTS[name]

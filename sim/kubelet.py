@@ -46,6 +46,12 @@ class Kubelet:
         self._last_heartbeat = 0.0
         self._reported_restarts: dict[str, int] = {}
 
+    def youngest_pod_age(self) -> float:
+        """Seconds since the most recently bound pod was bound (0 with none)."""
+        if not self._bound_at:
+            return 0.0
+        return time.monotonic() - max(self._bound_at.values())
+
     def heartbeat(self) -> None:
         now = _now()
         for name, _ in self.topology.nodes:

@@ -29,6 +29,7 @@ import httpx
 from sim.fleet import Fleet
 
 ROOT = Path(__file__).resolve().parent.parent
+BASELINE_S = 20.0  # every pod serves this long before a fault: localisation compares against it
 TERMINAL = {"mitigated", "no_action", "escalated", "proposed", "rejected", "failed"}
 # The service's settings for the time-compressed simulator (production defaults are minutes).
 LOOP_ENV = {
@@ -41,6 +42,7 @@ LOOP_ENV = {
     "MITIGATE_SLA_POLL_S": "1",
     "MITIGATE_ALERT_SETTLE_S": "7",
     "MITIGATE_WORKER_THREADS": "2",
+    "MITIGATE_RCA_REFERENCE_S": "30",
 }
 
 
@@ -76,6 +78,7 @@ def _ts(value: str | None) -> datetime | None:
 class ScenarioResult:
     scenario: str
     injected_at: datetime
+    injected_target: str = ""  # the model, region, node or pod the fault went to
     incident_id: str | None = None
     status: str = "no incident"
     category: str | None = None
@@ -267,7 +270,12 @@ class ClosedLoop:
     def quiet(self, deadline_s: float = 120) -> None:
         """Until no alert is active, every model meets its SLA, and no incident is open."""
 
+        assert self.fleet is not None
+        fleet = self.fleet
+
         def calm() -> bool:
+            if not fleet.pods_older_than(BASELINE_S):
+                return False
             slas = [float(r["value"][1]) for r in self.query("mitigate:sla:ratio10s")]
             open_incidents = [i for i in self._api("/incidents?limit=500") if not _closed(i["status"])]
             return not self.active_alerts() and bool(slas) and min(slas) >= 0.995 and not open_incidents
@@ -290,7 +298,7 @@ class ClosedLoop:
         injected_at = datetime.now(UTC)
         fault = self.fleet.inject(name)
         self.say(f"[{name}] fault injected: {fault['description']} (on {fault['target']})")
-        result = ScenarioResult(name, injected_at)
+        result = ScenarioResult(name, injected_at, str(fault["target"]))
 
         def new_incident() -> dict[str, Any] | None:
             fresh = [

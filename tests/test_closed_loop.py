@@ -125,3 +125,18 @@ def test_header_misconfig_ends_escalated_with_the_sla_not_recovered(loop, kube):
     assert result.status != "mitigated" and result.report["escalation"]
     assert [a for a in _actions(result) if a["status"] == "executed"] == []
     assert _sla_now(loop, "mixtral-8x7b") < 0.99  # no cluster action helps: still broken, and said so
+
+
+def test_cpu_hog_is_localised_to_its_pod_which_is_restarted_and_recovery_verified(loop, kube):
+    """The RCA paper's self-stabilisation experiment (Figure 8): fault, localisation, restart of that
+    pod, recovery verified."""
+    result = loop.run_scenario("cpu_hog")
+    localization = result.report["localization"]
+    assert localization["decisive"] and localization["candidates"][0]["metric"] in ("cpu_cores", "ttft_s")
+    assert result.status == "mitigated" and result.operation == "restart_pod"
+    target = result.report["plan"]["target"]["name"]
+    assert target == localization["top"] == result.injected_target
+    assert target not in {p.metadata.name for p in kube[0].list_namespaced_pod(NAMESPACE).items}
+    _verified(result)
+    cpu = loop.query('max(rate(container_cpu_usage_seconds_total{model="mixtral-8x7b"}[5s]))')
+    assert float(cpu[0]["value"][1]) < 8  # the hog left with its pod

@@ -10,6 +10,31 @@ from agent.llm import LLMFailure
 from agent.nodes._common import classification_of, incident_of, record
 from agent.state import TriageState
 
+RESTARTS = ("restart_pod", "rollout_restart")
+
+
+def _localized(ctx: TriageContext, incident: Any, entities: dict[str, str], result: Any) -> tuple[Any, dict[str, Any]]:
+    """A restart goes to the pod fault localisation ranks first, when its ranking is decisive; else the
+    plan stays as it was, and says why."""
+    try:
+        assert ctx.localizer is not None
+        found = ctx.localizer.rank(incident)
+    except Exception as exc:  # localisation is advisory: the playbook's plan still stands
+        return result, {"error": f"{type(exc).__name__}: {exc}"}
+    top = found.get("top")
+    if not top:
+        return result, found
+    best = found["candidates"][0]
+    why = (
+        f"{result.rationale} Localised to pod {top} by the {found.get('method', 'serving-aware')} method: "
+        f"{best['metric']} deviated {best['score']:g} (robust scale) from before the incident, "
+        "more than any other pod."
+    )
+    return (
+        planner.build_plan(ctx.policy, incident, {**entities, "pod": top}, "M4", "restart_pod", None, why),
+        found,
+    )
+
 
 def plan(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any]:
     """Algorithm 1 by the rulebook; an LLM may pick the action, but never talk its way into M5."""
@@ -48,6 +73,8 @@ def plan(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any]:
         except LLMFailure as failure:
             update["fallbacks"] = [{"stage": "plan", "kind": failure.kind, "detail": failure.detail[:500]}]
             update["llm_usage"] = [{"stage": "plan", "calls": 1, "prompt_tokens": 0, "completion_tokens": 0}]
+    if ctx.localizer is not None and result.mitigation == "M4" and result.operation in RESTARTS:
+        result, update["localization"] = _localized(ctx, incident, entities, result)
     update["plan"] = result.model_dump(mode="json")
     target = result.target
     record(

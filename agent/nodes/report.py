@@ -65,6 +65,7 @@ def report(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any
         "evidence": classification.get("evidence", []),
         "precedents": state.get("precedents", []),
         "cluster_evidence": state.get("cluster_evidence"),
+        "localization": state.get("localization"),
         "guard": state.get("guard", {}),
         "approvals": state.get("approvals", []),
         "actions": [action] if action else [],
