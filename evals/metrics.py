@@ -118,6 +118,29 @@ def bootstrap_intervals(
     return out
 
 
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-quantile (0-1) by the nearest-rank method of the eval's latency figures."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def latency_intervals(
+    latencies: Sequence[float], resamples: int = 1000, seed: int = 156
+) -> dict[str, list[float] | None]:
+    """95 % percentile-bootstrap intervals of the latency p50 and p95 (cases resampled)."""
+    import random
+
+    if len(latencies) < 2:
+        return {"latency_ms_p50": None, "latency_ms_p95": None}
+    rng = random.Random(seed)
+    draws: dict[str, list[float]] = {"latency_ms_p50": [], "latency_ms_p95": []}
+    for _ in range(resamples):
+        sample = [latencies[rng.randrange(len(latencies))] for _ in latencies]
+        draws["latency_ms_p50"].append(percentile(sample, 0.5))
+        draws["latency_ms_p95"].append(percentile(sample, 0.95))
+    return {key: [sorted(v)[int(0.025 * resamples)], sorted(v)[int(0.975 * resamples) - 1]] for key, v in draws.items()}
+
+
 def calibration(
     expected: Sequence[dict[str, Any]],
     predicted: Sequence[dict[str, Any]],

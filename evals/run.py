@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from evals.dataset import DatasetError, dataset_digest, load_dataset
-from evals.metrics import bootstrap_intervals, calibration, score
+from evals.metrics import bootstrap_intervals, calibration, latency_intervals, percentile, score
 from evals.replay import CaseResult, replay
 
 
@@ -23,10 +23,11 @@ def _fail(message: str) -> int:
 
 def _summary(stored: list[dict[str, Any]]) -> dict[str, Any]:
     metrics = score([c["expected"] for c in stored], [c["predicted"] for c in stored])
-    latencies = sorted(c["latency_ms"] for c in stored)
-    metrics["latency_ms_p50"] = latencies[len(latencies) // 2]
-    metrics["latency_ms_p95"] = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]
+    latencies = [c["latency_ms"] for c in stored]
+    metrics["latency_ms_p50"] = percentile(latencies, 0.5)
+    metrics["latency_ms_p95"] = percentile(latencies, 0.95)
     metrics["ci95"] = bootstrap_intervals([c["expected"] for c in stored], [c["predicted"] for c in stored])
+    metrics["ci95"] |= latency_intervals(latencies)
     metrics["calibration"] = calibration(
         [c["expected"] for c in stored], [c["predicted"] for c in stored], [c["confidence"] for c in stored]
     )

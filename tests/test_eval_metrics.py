@@ -66,3 +66,14 @@ def test_calibration_buckets_and_ece():
     assert (low["n"], low["accuracy"]) == (2, 0.5) and (high["n"], high["accuracy"]) == (2, 1.0)
     # ECE = 2/4*|0.5-0.125| + 2/4*|1-0.925|
     assert result["ece"] == pytest.approx(0.5 * 0.375 + 0.5 * 0.075)
+
+
+def test_latency_percentiles_come_with_bootstrap_intervals_that_contain_them():
+    from evals.metrics import latency_intervals, percentile
+
+    latencies = [float(i) for i in range(1, 201)]
+    intervals = latency_intervals(latencies, resamples=300)
+    for key, q in (("latency_ms_p50", 0.5), ("latency_ms_p95", 0.95)):
+        low, high = intervals[key]
+        assert low <= percentile(latencies, q) <= high and low < high
+    assert latency_intervals([3.0]) == {"latency_ms_p50": None, "latency_ms_p95": None}
