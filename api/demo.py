@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,8 @@ def run_demo(scenarios: list[str], hold: bool, workdir: Path) -> int:
     from api.settings import get_settings
     from sim.loop import ClosedLoop
 
-    console = Console()
+    # Wide enough for the timeline and the table when the output goes to a file or a CI log.
+    console = Console(width=None if sys.stdout.isatty() else 150)
     settings = get_settings()
     _ingest(console, settings.state_dir)
 

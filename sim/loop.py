@@ -261,6 +261,17 @@ class ClosedLoop:
         values = [float(r["value"][1]) for r in self.query(f'mitigate:sla:ratio10s{{model="{model}"}}')]
         return min(values) if values else None
 
+    def _restored_by_itself(self, result: ScenarioResult, incident: dict[str, Any], deadline_s: float = 60) -> None:
+        """After a "no action" decision, when the SLA was back by itself: that is its time to mitigate."""
+        target = float(LOOP_ENV.get("MITIGATE_SLA_TARGET", "0.99"))
+        try:
+            _until(lambda: (self.sla(incident) or 0) >= target, "the SLA to recover by itself", deadline_s, 0.5)
+        except TimeoutError:
+            return  # not restored: no TTM, and sla_after shows it
+        result.sla_after = self.sla(incident)
+        if result.alert_started_at is not None:
+            result.ttm_s = round((datetime.now(UTC) - result.alert_started_at).total_seconds(), 1)
+
     def active_alerts(self) -> list[dict[str, Any]]:
         alerts: list[dict[str, Any]] = httpx.get(
             f"{self.alertmanager_url}/api/v2/alerts", params={"active": "true"}, timeout=5
@@ -317,6 +328,8 @@ class ClosedLoop:
 
         timeline = _until(finished, f"the triage of {name} to finish", deadline_s, poll_s=0.5)
         self._fill(result, timeline)
+        if result.status == "no_action":
+            self._restored_by_itself(result, timeline["incident"])
         if result.sla_after is None:
             result.sla_after = self.sla(timeline["incident"])
         self.fleet.clear()
@@ -355,6 +368,3 @@ class ClosedLoop:
         result.timeline = events
         if result.verification.get("ttm_s") is not None:
             result.ttm_s = float(result.verification["ttm_s"])
-        elif result.status == "no_action" and result.alert_started_at:
-            closed = next((_ts(s["at"]) for s in run["steps"] if s["node"] == "report"), None)
-            result.ttm_s = round((closed - result.alert_started_at).total_seconds(), 1) if closed else None
