@@ -178,10 +178,26 @@ class Fleet:
             now = self.now()
             return [f.as_dict(now) for f in self.model.faults if not f.expired(now)]
 
-    def reset(self) -> None:
-        """Faults cleared and the cluster objects put back as the topology says."""
+    def reset(self, timeout_s: float = 60.0) -> None:
+        """Faults cleared and the cluster objects put back as the topology says; returns once every
+        rollout this started has finished (the controller has seen the new spec and no old pod is left)."""
+        from kubernetes import client
+
         self.clear()
         topo.reset(self.api, self.topology)
+        apps = client.AppsV1Api(self.api)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            settled = all(
+                (d.status.observed_generation or 0) >= (d.metadata.generation or 0)
+                and (d.status.updated_replicas or 0) == d.spec.replicas == (d.status.replicas or 0)
+                for d in apps.list_namespaced_deployment(self.topology.namespace).items
+            )
+            if settled:
+                self.wait_ready(timeout_s)
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"the fleet's rollouts did not finish within {timeout_s:.0f}s after a reset")
 
 
 def _handler(fleet: Fleet) -> type[BaseHTTPRequestHandler]:
