@@ -128,7 +128,8 @@ class StoreRecorder:
                 return False
             primary = session.get(IncidentRow, primary_id)
             if primary is not None:
-                # Until its triage starts, the open incident gathers what its group's later alerts say.
+                # The open incident gathers what its group's later alerts say; a triage still waiting
+                # (queued, or in its settle time) reads it when it starts.
                 primary.payload = _with_related(primary.payload, incident)
             session.add(
                 IncidentRow(
