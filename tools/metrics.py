@@ -24,7 +24,8 @@ from typing import Any
 from agent.schemas import Incident
 
 CLIENT_ERRORS = "400|401|403|404|413|422"
-_SAFE_LABEL = re.compile(r"^[A-Za-z0-9_.:/-]{1,200}$")
+# A label value mitigate will put into a PromQL selector; anything else is refused, never quoted.
+SAFE_LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:/-]{1,200}$")
 # The symptom each operation is meant to clear, as (signal, level it must fall under).
 SYMPTOM = {
     "apply_connection_liveness_template": ("http_408_rate", 0.003),
@@ -67,7 +68,7 @@ def _matchers(incident: Incident, plan: dict[str, Any] | None = None) -> str:
         wanted["model"] = labels["model"]
     elif labels.get("deployment") or target.get("kind") == "deployment":
         wanted["deployment"] = labels.get("deployment") or target.get("name") or ""
-    return ",".join(f'{k}="{v}"' for k, v in wanted.items() if v and _SAFE_LABEL.match(v))
+    return ",".join(f'{k}="{v}"' for k, v in wanted.items() if v and SAFE_LABEL_VALUE.match(v))
 
 
 class PrometheusMetrics:
@@ -160,7 +161,7 @@ class PrometheusMetrics:
             out["sla_target"] = self.settings.sla_target
         labels = incident.alert.labels if incident.alert else {}
         deployment = labels.get("deployment")
-        if deployment and _SAFE_LABEL.match(deployment):
+        if deployment and SAFE_LABEL_VALUE.match(deployment):
             for name, metric in (
                 ("replicas_desired", "kube_deployment_spec_replicas"),
                 ("replicas_available", "kube_deployment_status_replicas_available"),

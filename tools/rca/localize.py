@@ -4,14 +4,13 @@ since. The plan's restart target (M4) is the top-ranked pod when the ranking is 
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agent.schemas import Incident
+from tools.metrics import SAFE_LABEL_VALUE
 from tools.rca import methods
 
-_SAFE = re.compile(r"^[A-Za-z0-9_.:/-]{1,200}$")
 RATE = "10s"
 # "SEL" stands for the incident's label selector ({namespace="...",model="..."}).
 LIVE_QUERIES = {
@@ -43,7 +42,7 @@ class PrometheusLocalizer:
         """{"candidates": [...], "decisive": bool, "top": pod | None}; the candidates are the pods of
         the incident's model (namespace and model from its alert)."""
         labels = incident.alert.labels if incident.alert else {}
-        wanted = {k: labels[k] for k in ("namespace", "model") if labels.get(k) and _SAFE.match(labels[k])}
+        wanted = {k: labels[k] for k in ("namespace", "model") if labels.get(k) and SAFE_LABEL_VALUE.match(labels[k])}
         if "model" not in wanted or incident.started_at is None:
             return {"candidates": [], "decisive": False, "top": None, "reason": "no model or start time to localise"}
         selector = ",".join(f'{k}="{v}"' for k, v in wanted.items())
