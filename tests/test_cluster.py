@@ -90,6 +90,15 @@ def _node_with_pods(k8s: Any, pods: int) -> tuple[str, list[str]]:
     return node, names
 
 
+def _node_state(k8s: Any, node: str) -> tuple[Any, ...]:
+    # What a cordon or an eviction of ours would change. Not resourceVersion: the node lifecycle
+    # controller taints these kubelet-less nodes on its own schedule.
+    client, api = k8s
+    core = client.CoreV1Api(api)
+    pods = core.list_namespaced_pod(NS, field_selector=f"spec.nodeName={node}").items
+    return core.read_node(node).spec.unschedulable, sorted((p.metadata.name, p.metadata.uid) for p in pods)
+
+
 def _context(cp: ControlPlane, *, approved: bool = True, **policy_changes: Any) -> TriageContext:
     data = yaml.safe_load(DEFAULT_POLICY.read_text())
     data.update(policy_changes)
@@ -321,12 +330,20 @@ def _saturated(name: str, replicas: int = 2, namespace: str = NS) -> dict[str, A
 )
 def test_denials_leave_the_cluster_unchanged(control_plane, k8s, changes, replicas, reason):
     name = _deployment(k8s, replicas=2)
-    before = _apps(k8s).read_namespaced_deployment(name, NS).metadata.resource_version
+    before = _desired_state(k8s, name)
     context = _context(control_plane, **changes)
     report = _run(context, _saturated(name, replicas))["report"]
     assert report["status"] == "escalated" and report["guard"]["verdict"] == "denied"
     assert any(reason in r for r in report["guard"]["reasons"])
-    assert _apps(k8s).read_namespaced_deployment(name, NS).metadata.resource_version == before
+    assert _desired_state(k8s, name) == before
+
+
+def _desired_state(k8s, name: str) -> tuple[Any, ...]:
+    # Not resourceVersion: the controller manager keeps writing the deployment's *status*, which bumps
+    # it with no action of ours. Any write of ours (scale, restart, delete) changes one of these.
+    deployment = _apps(k8s).read_namespaced_deployment(name, NS)
+    meta = deployment.metadata
+    return meta.generation, meta.annotations, meta.labels, meta.deletion_timestamp, deployment.spec.to_dict()
 
 
 def test_namespace_outside_the_allow_list_is_denied(control_plane, k8s):
@@ -420,10 +437,10 @@ def test_paused_run_survives_a_process_restart_and_cordons_once(control_plane, k
     done = proc("approve", url, str(tmp_path / "unused.log"), str(incident), paused["run_id"])
     assert done["status"] == "mitigated"
     assert client.CoreV1Api(api).read_node(node).spec.unschedulable is True
-    version = client.CoreV1Api(api).read_node(node).metadata.resource_version
+    after = _node_state(k8s, node)
     again = proc("resume", url, str(tmp_path / "unused.log"), str(incident), paused["run_id"])
     assert again["status"] == "mitigated"
-    assert client.CoreV1Api(api).read_node(node).metadata.resource_version == version
+    assert _node_state(k8s, node) == after
     timeline = open_store(Settings(database_url=url)).recorder.run(paused["run_id"])
     assert timeline is not None and timeline["report"]["actions"][0]["status"] == "executed"
 
@@ -449,14 +466,13 @@ def test_traffic_shift_falls_back_to_a_weights_configmap_without_a_virtualservic
 
 
 def test_rejection_on_a_real_cluster_changes_nothing(control_plane, k8s):
-    client, api = k8s
     node, _pods = _node_with_pods(k8s, 1)
     context = _context(control_plane)
-    version = client.CoreV1Api(api).read_node(node).metadata.resource_version
+    before = _node_state(k8s, node)
     state = _run(
         context,
         _incident(f"XID 79 on node {node}; its pods fail, still failing", alert=_alert(node=node)),
         [{"approved": False, "by": "bob", "reason": "not now"}],
     )
     assert state["report"]["status"] == "rejected"
-    assert client.CoreV1Api(api).read_node(node).metadata.resource_version == version
+    assert _node_state(k8s, node) == before
