@@ -76,8 +76,19 @@ def fill_from_timeline(result: ScenarioResult, timeline: dict[str, Any]) -> None
     events.append((offset(_ts(timeline["received_at"])), "alert received by mitigate"))
     for step in run["steps"]:
         at = offset(_ts(step["at"]))
+        if step["node"] == "plan" and report.get("localization"):
+            events.append((at, f"localise: {_localization(report['localization'])}"))
         if step["node"] in ("classify", "plan", "act", "verify", "escalate", "report"):
             events.append((at, f"{step['node']}: {step['summary'][:110]}"))
     result.timeline = events
     if result.verification.get("ttm_s") is not None:
         result.ttm_s = float(result.verification["ttm_s"])
+
+
+def _localization(found: dict[str, Any]) -> str:
+    """The ranking in one line: the demo shows which pod fault localisation blamed, and on what."""
+    ranked = [f"{c['pod']} ({c['metric']} {c['score']:.1f})" for c in found.get("candidates", [])[:2]]
+    if not ranked:
+        return found.get("reason") or "no candidates"
+    verdict = "decisive: restart it" if found.get("decisive") else "not decisive: the playbook's target stands"
+    return f"{' ahead of '.join(ranked)}; {verdict}"

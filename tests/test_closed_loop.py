@@ -136,6 +136,7 @@ def test_cpu_hog_is_localised_to_its_pod_which_is_restarted_and_recovery_verifie
     assert result.status == "mitigated" and result.operation == "restart_pod"
     target = result.report["plan"]["target"]["name"]
     assert target == localization["top"] == result.injected_target
+    assert any(event.startswith(f"localise: {target} (") for _, event in result.timeline)  # the demo shows it
     assert target not in {p.metadata.name for p in kube[0].list_namespaced_pod(NAMESPACE).items}
     _verified(result)
     cpu = loop.query('max(rate(container_cpu_usage_seconds_total{model="mixtral-8x7b"}[5s]))')
