@@ -53,7 +53,11 @@ QUERIES = {
     "gpu_power_w": "DCGM_FI_DEV_POWER_USAGE",
     "ttft_s": _mean("vllm:time_to_first_token_seconds"),
     "tpot_s": _mean("vllm:time_per_output_token_seconds"),
-    "e2e_s": _mean("vllm:e2e_request_latency_seconds"),
+    # The engines' own end-to-end latency, and the latency of what the gateway and the router forward.
+    "e2e_s": " or ".join(
+        _mean(h) for h in ("vllm:e2e_request_latency_seconds", "nginx_http_request_duration_seconds",
+                           "ray_serve_request_latency_seconds")
+    ),
     "tokens_per_s": f"rate(vllm:generation_tokens_total[{RATE}])",
     "queue": "vllm:num_requests_waiting",
     "kv_cache": "vllm:gpu_cache_usage_perc",
@@ -160,6 +164,7 @@ def run_matrix(schedule: stack.Schedule | None = None, seed: int = 4, workdir: P
                 "BARO": methods.baro(windows),
                 "NSigma (all signals)": methods.nsigma(windows, EVERYTHING),
                 "BARO (all signals)": methods.baro(windows, EVERYTHING),
+                "serving-aware (no topology)": methods.serving_aware(windows, methods.Topology({}, stack.WORKERS)),
                 "serving-aware": methods.serving_aware(windows, topology),
             }
             for method, ranking in results.items():

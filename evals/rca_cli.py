@@ -24,12 +24,13 @@ def print_table(result: dict[str, Any]) -> None:
         f"Fault localisation: {result['injections']} injections, {result['candidates']} candidate pods "
         f"(random AC@1 = 1/{result['candidates']}); this run, then Scheinert et al. Table 1\n"
     )
+    width = 2 + max(len(m) for m in (*result["methods"], *(f"paper: {m}" for m in result["paper"])))
     head = "".join(f"{name:^18}" for name in FAULT_NAMES.values())
-    print(f"{'':24}{head}")
-    print(f"{'method':24}" + "  AC@1  AC@3 Avg@5" * len(FAULT_NAMES))
+    print(f"{'':{width}}{head}")
+    print(f"{'method':{width}}" + "  AC@1  AC@3 Avg@5" * len(FAULT_NAMES))
     for label, rows in (("", result["methods"]), ("paper: ", result["paper"])):
         for method, cells in rows.items():
-            print(f"{label + method:24}" + "".join(f"{c:>6}" for c in _row(cells)))
+            print(f"{label + method:{width}}" + "".join(f"{c:>6}" for c in _row(cells)))
     overall = ", ".join(f"{m} {v:.2f}" for m, v in result["ac1_overall"].items())
     print(f"\nAC@1 over all injections: {overall}")
     for method, cells in result["methods"].items():

@@ -5,8 +5,10 @@ with cooldowns in between. The telemetry is written as OpenMetrics for `promtool
 create-blocks-from openmetrics`, so that Prometheus serves eight hours of it a few seconds later.
 
 The gateway and the router hold every request in flight, so their memory and CPU follow the engines'
-latency (Little's law: in flight = rate x latency): that is where symptoms surface, and why methods
-that read resource metrics alone blame them.
+latency (Little's law: in flight = rate x latency); they also export the latency of the requests they
+forward (NGINX's request duration, Ray Serve's request latency), which is every engine's latency
+mixed together. That is where symptoms surface, and why methods that read these metrics without the
+request path blame them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import UTC, datetime
 from typing import IO
 
 from sim.faults import FAULTS, ActiveFault
-from sim.model import Pod, TrafficModel
+from sim.model import LATENCY_BUCKETS, Histogram, Pod, TrafficModel
 
 MODEL, REGION, NAMESPACE = "llama3-70b", "eastus", "rca"
 WORKERS = ("ray-worker-0", "ray-worker-1", "ray-worker-2")
@@ -27,6 +29,8 @@ PODS = (GATEWAY, ROUTER, OPERATOR, *WORKERS)
 DOWNSTREAM = {GATEWAY: (ROUTER,), ROUTER: WORKERS, OPERATOR: ()}
 RCA_FAULTS = ("cpu_hog", "memory_leak", "network_latency", "gpu_throttle")
 DEMAND_RPS = 21.0  # 70 % of the three workers' capacity
+# What each hop adds to a request's latency on top of the engines' (routing, proxying, TLS).
+HOP_OVERHEAD_S = {ROUTER: 0.004, GATEWAY: 0.006}
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,17 @@ class _Control:
         self.cpu_seconds = {GATEWAY: 0.0, ROUTER: 0.0, OPERATOR: 0.0}
         self.rx_bytes = {GATEWAY: 0.0, ROUTER: 0.0, OPERATOR: 0.0}
         self.memory = {GATEWAY: 0.0, ROUTER: 0.0, OPERATOR: 0.0}
+        self.latency = {pod: Histogram(LATENCY_BUCKETS) for pod in (GATEWAY, ROUTER)}
 
     def _noise(self) -> float:
         return 1 + self.rng.gauss(0, 0.03)
+
+    def forward(self, dt: float, rps: float, engine_latency_s: float) -> None:
+        """Requests one engine served this tick, as the router and the gateway in front of it saw them."""
+        below = engine_latency_s
+        for pod in (ROUTER, GATEWAY):
+            below += HOP_OVERHEAD_S[pod]
+            self.latency[pod].observe_lognormal(rps * dt, below)
 
     def step(self, dt: float, rps: float, in_flight: float) -> None:
         noise = self._noise
@@ -117,6 +129,8 @@ def generate(out: IO[str], schedule: Schedule, start: float, seed: int = 4) -> l
         model.step(t - start, dt, pods, {}, set())
         engines = [model.stats[w] for w in WORKERS]
         in_flight = sum(s.rps * s.e2e_mean_s for s in engines)
+        for engine in engines:
+            control.forward(dt, engine.rps, engine.e2e_mean_s)
         control.step(dt, sum(s.rps for s in engines), in_flight)
         t += dt
         if t >= next_sample:
@@ -137,6 +151,12 @@ def _sample(samples: dict[str, list[str]], model: TrafficModel, control: _Contro
         put("container_cpu_usage_seconds_total", pod, control.cpu_seconds[pod])
         put("container_memory_working_set_bytes", pod, control.memory[pod])
         put("container_network_receive_bytes_total", pod, control.rx_bytes[pod])
+    for pod, metric in (
+        (GATEWAY, "nginx_http_request_duration_seconds"),
+        (ROUTER, "ray_serve_request_latency_seconds"),
+    ):
+        put(f"{metric}_sum", pod, control.latency[pod].total)
+        put(f"{metric}_count", pod, control.latency[pod].count)
     for pod in WORKERS:
         s = model.stats[pod]
         put("container_cpu_usage_seconds_total", pod, s.cpu_seconds)

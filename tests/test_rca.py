@@ -94,3 +94,12 @@ def test_faults_show_in_the_telemetry_as_the_paper_describes(matrix):
 def test_baselines_on_fundamental_telemetry_blame_where_symptoms_surface(matrix):
     blamed = matrix["methods"]["NSigma"]["gpu_throttle"]["blamed"]
     assert blamed.get("nginx-gateway-0", 0) + blamed.get("ray-head-0", 0) >= 15
+
+
+def test_upstream_latency_draws_all_signal_baselines_but_not_the_serving_aware_method(matrix):
+    """The gateway and the router export the latency of what they forward; on GPU throttling it rises
+    with the slow worker's, and methods that read it without the request path blame them at times."""
+    upstream = ("nginx-gateway-0", "ray-head-0")
+    blamed = matrix["methods"]["NSigma (all signals)"]["gpu_throttle"]["blamed"]
+    assert sum(blamed.get(pod, 0) for pod in upstream) >= 1
+    assert not any(pod in upstream for pod in matrix["methods"]["serving-aware"]["gpu_throttle"]["blamed"])
