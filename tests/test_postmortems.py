@@ -30,7 +30,8 @@ from tools.postmortem_format import (
     read_postmortem,
     split_text,
 )
-from tools.postmortems import PostmortemIndex, PostmortemRetriever, fuse
+from tools.postmortems import PostmortemIndex, PostmortemRetriever
+from tools.rank_fusion import fuse
 
 SAMPLES = ROOT / "tests" / "data" / "postmortems"
 SAMPLE_IDS = ["PM-001", "PM-002", "PM-003", "PM-004", "PM-005", "PM-006"]
@@ -624,8 +625,8 @@ FILTER_CASES = [
 def test_filtering_in_the_store_and_after_ranking_agree(index, case):
     """A filtered search filters an over-fetched ranking, and asks SQLite or Chroma to filter when too
     little of it passes: both ways must keep exactly the same chunks, in the same order."""
+    from tools.chroma_vectors import chroma_where
     from tools.lexical import match_expression, metadata_matches
-    from tools.postmortems import _chroma_where
 
     before_ts, excluded, where = case.get("before_ts"), case.get("excluded", []), case.get("where", {})
     text = "GPU node errors, prefix cache, throttling, HTTP 408 streaming, header 404, latency"
@@ -636,27 +637,32 @@ def test_filtering_in_the_store_and_after_ranking_agree(index, case):
         planned = index.lexical.search(text, 100, before_ts=before_ts, exclude_ids=excluded, where=where, share=share)
         assert [h.chunk_id for h in planned] == [h.chunk_id for h in in_sql]
     vector = index.embedder.embed([text])
-    in_chroma = index._query(vector, 100, _chroma_where(before_ts, excluded, where))
-    after = [h for h in index._query(vector, 100, None) if metadata_matches(h.metadata, before_ts, excluded, where)]
+    in_chroma = index.vectors.query(vector, 100, chroma_where(before_ts, excluded, where))
+    after = [
+        h for h in index.vectors.query(vector, 100, None) if metadata_matches(h.metadata, before_ts, excluded, where)
+    ]
     assert [h.chunk_id for h in in_chroma] == [h.chunk_id for h in after] and in_chroma
     for share in (1.0, 0.5, 0.0):  # ids filtered by the catalog, deeper first, or Chroma's filter at once
-        by_catalog = index._vector(text, 100, before_ts, excluded, where, index._postmortems(), share)
+        by_catalog = index.vectors.nearest(text, 100, before_ts, excluded, where, index._postmortems(), share)
         assert [h.chunk_id for h in by_catalog] == [h.chunk_id for h in in_chroma]
 
 
 def test_a_filter_that_passes_little_of_the_ranking_is_pushed_into_the_store(index, monkeypatch):
+    import tools.chroma_vectors
     import tools.lexical
     import tools.postmortems
 
-    for module in (tools.lexical, tools.postmortems):
+    for module in (tools.lexical, tools.chroma_vectors):
         monkeypatch.setattr(module, "OVERFETCH", 1)
     monkeypatch.setattr(tools.postmortems, "CANDIDATES", 4)
     monkeypatch.setattr(tools.postmortems, "CANDIDATES_PER_RESULT", 4)
-    monkeypatch.setattr(tools.postmortems, "DEEP_FETCH", 4)
+    monkeypatch.setattr(tools.chroma_vectors, "DEEP_FETCH", 4)
     pushed: list[str] = []
-    lexical_filtered, vector_query = index.lexical._filtered, index._query
+    lexical_filtered, vector_query = index.lexical._filtered, index.vectors.query
     monkeypatch.setattr(index.lexical, "_filtered", lambda *a: pushed.append("sql") or lexical_filtered(*a))
-    monkeypatch.setattr(index, "_query", lambda v, n, w: (w and pushed.append("chroma")) or vector_query(v, n, w))
+    monkeypatch.setattr(
+        index.vectors, "query", lambda v, n, w: (w and pushed.append("chroma")) or vector_query(v, n, w)
+    )
     # The 4 best chunks for this text are not A1's; PM-002 is the only A1 postmortem.
     results = index.search("HTTP 408 streaming gateway idle timeout keep-alive", 1, where={"category": "A1"})
     assert [r["id"] for r in results] == ["PM-002"] and pushed == ["chroma", "sql"]

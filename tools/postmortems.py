@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import math
 import sqlite3
 import threading
 from collections import defaultdict
@@ -20,24 +19,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from agent.schemas import Incident
+from tools.chroma_vectors import CHROMA_DIR, ChromaVectors, chroma_client, chroma_metadata
 from tools.embeddings import ChromaEmbedding, MiniLMEmbedder
-from tools.lexical import FILTERABLE, OVERFETCH, SCHEMA_VERSION, ChunkHit, LexicalIndex, metadata_matches
-from tools.postmortem_format import Chunk, Postmortem, PostmortemError, read_postmortem
+from tools.lexical import FILTERABLE, SCHEMA_VERSION, ChunkHit, LexicalIndex
+from tools.postmortem_format import Postmortem, PostmortemError, read_postmortem
+from tools.rank_fusion import as_result, complete, rank_fusion
 
 Mode = Literal["hybrid", "vector", "lexical"]
 MODES: tuple[str, ...] = get_args(Mode)
 COLLECTION = "postmortems"
 DB_FILE = "postmortems.db"
-CHROMA_DIR = "chroma"
-RRF_K = 60  # the usual reciprocal-rank-fusion constant: damps the head of each ranking
 CANDIDATES = 60  # chunks taken from each ranking before fusion ...
 CANDIDATES_PER_RESULT = 10  # ... and at least this many per result asked for
-DEEP_FETCH = 2000  # a filtered vector search looks this deep in the unfiltered ranking before Chroma filters
 Progress = Callable[[int, int], None]
 
 _CATALOG = """
@@ -82,20 +79,6 @@ def _files(root: Path) -> list[Path]:
     )
 
 
-def _chroma_client(directory: Path, url: str | None) -> Any:
-    import chromadb
-
-    # No telemetry: air-gapped clusters are common here, and nothing should phone home.
-    settings = chromadb.config.Settings(anonymized_telemetry=False)
-    if not url:
-        return chromadb.PersistentClient(path=str(directory / CHROMA_DIR), settings=settings)
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
-        raise ValueError(f"Chroma URL must look like http://host:port, got {url!r}")
-    port = parts.port or (443 if parts.scheme == "https" else 8000)
-    return chromadb.HttpClient(host=parts.hostname, port=port, ssl=parts.scheme == "https", settings=settings)
-
-
 def _filters(where: Mapping[str, Any] | None) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for key, value in (where or {}).items():
@@ -107,91 +90,6 @@ def _filters(where: Mapping[str, Any] | None) -> dict[str, list[str]]:
             )
         out[key] = values
     return out
-
-
-def _chroma_where(before_ts: float | None, excluded: list[str], where: dict[str, list[str]]) -> dict[str, Any] | None:
-    clauses: list[dict[str, Any]] = []
-    if before_ts is not None:
-        clauses.append({"date_ts": {"$lt": before_ts}})
-    if excluded:
-        clauses.append({"postmortem_id": {"$nin": excluded}})
-        clauses.append({"incident_id": {"$nin": excluded}})
-    for key, values in where.items():
-        if key == "services":
-            either = [{"services": {"$contains": v}} for v in values]
-            clauses.append(either[0] if len(either) == 1 else {"$or": either})
-        else:
-            clauses.append({key: {"$in": values}})
-    if not clauses:
-        return None
-    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
-
-
-def _chroma_metadata(chunk: Chunk) -> dict[str, Any]:
-    metadata = chunk.metadata()
-    if not metadata["services"]:
-        del metadata["services"]  # Chroma refuses empty lists
-    return metadata
-
-
-def rank_fusion(
-    rankings: Mapping[str, Sequence[ChunkHit]], k: int, rrf_k: int = RRF_K
-) -> list[tuple[ChunkHit, float, dict[str, int]]]:
-    """Reciprocal rank fusion per postmortem: in each ranking a postmortem takes the rank of its best
-    chunk, and scores 1 / (rrf_k + rank); scores add up across rankings. The snippet is the chunk with
-    the best fused chunk-level score. The k best postmortems as (best chunk, score, rank per ranking)."""
-    scores: dict[str, float] = defaultdict(float)
-    ranks: dict[str, dict[str, int]] = defaultdict(dict)
-    chunk_scores: dict[str, float] = defaultdict(float)
-    chunk_hits: dict[str, ChunkHit] = {}
-    for name, hits in rankings.items():
-        rank = 0
-        for position, hit in enumerate(hits, start=1):
-            chunk_scores[hit.chunk_id] += 1.0 / (rrf_k + position)
-            seen = chunk_hits.get(hit.chunk_id)
-            if seen is None or (not _complete(seen) and _complete(hit)):
-                chunk_hits[hit.chunk_id] = hit
-            if name not in ranks[hit.postmortem_id]:
-                rank += 1
-                ranks[hit.postmortem_id][name] = rank
-                scores[hit.postmortem_id] += 1.0 / (rrf_k + rank)
-    best: dict[str, ChunkHit] = {}
-    for chunk_id, hit in chunk_hits.items():
-        current = best.get(hit.postmortem_id)
-        if current is None or chunk_scores[chunk_id] > chunk_scores[current.chunk_id]:
-            best[hit.postmortem_id] = hit
-    order = sorted(scores, key=lambda pid: (-scores[pid], min(ranks[pid].values()), pid))[:k]
-    return [(best[pid], scores[pid], dict(ranks[pid])) for pid in order]
-
-
-def fuse(rankings: Mapping[str, Sequence[ChunkHit]], k: int, rrf_k: int = RRF_K) -> list[dict[str, Any]]:
-    """`rank_fusion` as result dicts (every hit must carry its chunk's text and metadata)."""
-    return [_result(hit, score, ranks) for hit, score, ranks in rank_fusion(rankings, k, rrf_k)]
-
-
-def _complete(hit: ChunkHit) -> bool:
-    """Whether a hit carries its chunk's own text and metadata (a vector hit may carry only its
-    postmortem's metadata from the catalog until the results are chosen)."""
-    return "section" in hit.metadata
-
-
-def _result(hit: ChunkHit, score: float, ranks: dict[str, int]) -> dict[str, Any]:
-    m = hit.metadata
-    return {
-        "id": m["postmortem_id"],
-        "incident_id": m.get("incident_id") or None,
-        "title": m["title"],
-        "date": m["date"],
-        "category": m["category"],
-        "subcategory": m["subcategory"],
-        "mitigation": m["mitigation"],
-        "ttm_hours": m["ttm_hours"],
-        "services": list(m.get("services") or []),
-        "score": round(score, 6),
-        "section": m["section"],
-        "snippet": hit.text,
-        "ranks": dict(ranks),
-    }
 
 
 class PostmortemIndex:
@@ -218,7 +116,7 @@ class PostmortemIndex:
         rebuilt = self._prepare_db()
         self.lexical = LexicalIndex(self.db)
         try:
-            self.client = _chroma_client(self.directory, chroma_url)
+            self.client = chroma_client(self.directory, chroma_url)
             if rebuilt and collection in {c.name for c in self.client.list_collections()}:
                 self.client.delete_collection(collection)  # its chunks predate the catalog: start over
             self.collection = self.client.get_or_create_collection(
@@ -231,6 +129,7 @@ class PostmortemIndex:
         except Exception as exc:
             where = f"the Chroma server at {chroma_url}" if chroma_url else f"{self.directory / CHROMA_DIR}"
             raise RuntimeError(f"cannot open the postmortem collection in {where}: {exc}") from exc
+        self.vectors = ChromaVectors(self.collection, self.embedder)
         self._max_batch = int(self.client.get_max_batch_size())
 
     def _prepare_db(self) -> bool:
@@ -384,7 +283,7 @@ class PostmortemIndex:
                 ids=[c.chunk_id for c in part],
                 embeddings=vectors[start : start + len(part)],
                 documents=[c.text for c in part],
-                metadatas=[_chroma_metadata(c) for c in part],
+                metadatas=[chroma_metadata(c) for c in part],
             )
         self._catalog = None
         with self.db:
@@ -462,13 +361,15 @@ class PostmortemIndex:
             catalog = self._postmortems()
             share = self._share_before(before_ts)
             if mode != "lexical":
-                rankings["vector"] = self._vector(text, candidates, before_ts, excluded, filters, catalog, share)
+                rankings["vector"] = self.vectors.nearest(
+                    text, candidates, before_ts, excluded, filters, catalog, share
+                )
             if mode != "vector":
                 rankings["lexical"] = self.lexical.search(
                     text, candidates, before_ts=before_ts, exclude_ids=excluded, where=filters, share=share
                 )
             fused = rank_fusion(rankings, k)
-            incomplete = [hit.chunk_id for hit, _, _ in fused if not _complete(hit)]
+            incomplete = [hit.chunk_id for hit, _, _ in fused if not complete(hit)]
             details: dict[str, ChunkHit] = {}
             if incomplete:
                 got = self.collection.get(ids=incomplete, include=["documents", "metadatas"])
@@ -478,74 +379,7 @@ class PostmortemIndex:
                     details[chunk_id] = ChunkHit(
                         chunk_id, str(metadata["postmortem_id"]), 0.0, document or "", dict(metadata)
                     )
-        return [_result(details.get(hit.chunk_id, hit), score, ranks) for hit, score, ranks in fused]
-
-    def _vector(
-        self,
-        text: str,
-        n: int,
-        before_ts: float | None,
-        excluded: list[str],
-        where: dict[str, list[str]],
-        catalog: Mapping[str, Mapping[str, Any]],
-        share: float = 1.0,
-    ) -> list[ChunkHit]:
-        """The n nearest chunks that pass the filters. Chroma's own metadata filters scan every row
-        (about 0.2 s at 100k chunks) and fetching metadata costs per result, so Chroma returns only ids,
-        ever deeper (n, 8n, DEEP_FETCH), filtered here by the catalog's metadata of their postmortem;
-        Chroma filters only when even DEEP_FETCH is not enough (`share`, the part of the catalog a
-        `before` keeps, sets the first depth, or sends a very selective search to Chroma at once). A
-        section filter, or chunks of
-        postmortems this catalog does not hold (a Chroma server shared with other replicas), take
-        Chroma's metadata instead."""
-        if not text.strip():
-            return []
-        vector = self.embedder.embed([text])
-        if "section" in where:
-            return self._vector_by_chroma_metadata(vector, n, before_ts, excluded, where)
-        if share * DEEP_FETCH < n:
-            return self._query(vector, n, _chroma_where(before_ts, excluded, where))
-        fetch = n if share >= 1.0 else min(DEEP_FETCH, max(n, math.ceil(2 * n / share)))
-        while True:
-            ids = self.collection.query(query_embeddings=vector, n_results=fetch, include=[])["ids"][0]
-            hits = []
-            for chunk_id in ids:
-                postmortem_id = chunk_id.rpartition(":")[0]
-                metadata = catalog.get(postmortem_id)
-                if metadata is None:
-                    return self._vector_by_chroma_metadata(vector, n, before_ts, excluded, where)
-                if metadata_matches(metadata, before_ts, excluded, where):
-                    hits.append(ChunkHit(chunk_id, postmortem_id, 0.0, "", dict(metadata)))
-            if len(hits) >= n or len(ids) < fetch:
-                return hits[:n]
-            if fetch >= DEEP_FETCH:
-                return self._query(vector, n, _chroma_where(before_ts, excluded, where))
-            fetch = min(DEEP_FETCH, fetch * 8)
-
-    def _vector_by_chroma_metadata(
-        self, vector: np.ndarray, n: int, before_ts: float | None, excluded: list[str], where: dict[str, list[str]]
-    ) -> list[ChunkHit]:
-        if before_ts is None and not excluded and not where:
-            return self._query(vector, n, None)
-        fetch = n * OVERFETCH
-        ranked = self._query(vector, fetch, None)
-        kept = [h for h in ranked if metadata_matches(h.metadata, before_ts, excluded, where)]
-        if len(kept) >= n or len(ranked) < fetch:
-            return kept[:n]
-        return self._query(vector, n, _chroma_where(before_ts, excluded, where))
-
-    def _query(self, vector: np.ndarray, n: int, where: dict[str, Any] | None) -> list[ChunkHit]:
-        result = self.collection.query(
-            query_embeddings=vector, n_results=n, where=where, include=["metadatas", "documents", "distances"]
-        )
-        ids = result["ids"][0]
-        metadatas = (result["metadatas"] or [[]])[0]
-        documents = (result["documents"] or [[]])[0]
-        distances = (result["distances"] or [[]])[0]
-        return [
-            ChunkHit(chunk_id, str(m["postmortem_id"]), float(d), doc or "", dict(m))
-            for chunk_id, m, doc, d in zip(ids, metadatas, documents, distances, strict=True)
-        ]
+        return [as_result(details.get(hit.chunk_id, hit), score, ranks) for hit, score, ranks in fused]
 
     def count(self) -> int:
         """Postmortems in the catalog of this index."""
