@@ -16,7 +16,7 @@ from api.service_metrics import ServiceMetrics
 from api.settings import Settings, get_settings
 from api.wiring import Store, make_context, open_checkpointer, open_store
 from api.worker import RunWorker
-from store.recorder import IncidentQueries
+from store.incident_queries import IncidentQueries
 
 
 @dataclass

@@ -1,0 +1,87 @@
+"""Read side for the service: incident lists and timelines, and updates from resolved alerts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from store.models import IncidentRow, SlaCheckRow
+from store.recorder import action_dict
+
+
+class IncidentQueries:
+    """Read side for the service: incident lists and timelines, and updates from resolved alerts."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def mark_resolved(self, incident_id: str, ends_at: str | None) -> bool:
+        """Record that the incident's alert resolved. Queued runs will see it as evidence for M5."""
+        with self._sessions.begin() as session:
+            incident = session.get(IncidentRow, incident_id)
+            if incident is None:
+                return False
+            payload = dict(incident.payload)
+            alert = dict(payload.get("alert") or {})
+            alert["status"], alert["endsAt"] = "resolved", ends_at
+            payload["alert"] = alert
+            incident.payload = payload
+            if incident.status in ("open", "proposed", "escalated", "awaiting_approval"):
+                incident.status = f"{incident.status}+alert_resolved" if incident.status != "open" else "alert_resolved"
+            return True
+
+    def list_incidents(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self._sessions() as session:
+            rows = session.scalars(select(IncidentRow).order_by(IncidentRow.received_at.desc()).limit(limit))
+            return [
+                {
+                    "id": r.id,
+                    "title": r.title,
+                    "source": r.source,
+                    "status": r.status,
+                    "received_at": r.received_at.isoformat(),
+                }
+                for r in rows
+            ]
+
+    def timeline(self, incident_id: str) -> dict[str, Any] | None:
+        with self._sessions() as session:
+            incident = session.get(IncidentRow, incident_id)
+            if incident is None:
+                return None
+            runs = []
+            for run in incident.runs:
+                checks = session.scalars(select(SlaCheckRow).where(SlaCheckRow.run_id == run.id)).all()
+                runs.append(
+                    {
+                        "id": run.id,
+                        "status": run.status,
+                        "engine": run.engine,
+                        "steps": [
+                            {"node": s.node, "summary": s.summary, "data": s.data, "at": s.finished_at.isoformat()}
+                            for s in run.steps
+                        ],
+                        "actions": [
+                            action_dict(a)
+                            | {
+                                "approvals": [
+                                    {"by": p.approver, "decision": p.decision, "reason": p.reason} for p in a.approvals
+                                ]
+                            }
+                            for a in run.actions
+                        ],
+                        "sla_checks": [{"status": c.status, "details": c.details} for c in checks],
+                        "report": run.report,
+                    }
+                )
+            return {
+                "id": incident.id,
+                "title": incident.title,
+                "source": incident.source,
+                "status": incident.status,
+                "incident": incident.payload,
+                "received_at": incident.received_at.isoformat(),
+                "runs": runs,
+            }
