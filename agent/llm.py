@@ -19,12 +19,14 @@ from prompts import render
 
 
 class LLMFailure(RuntimeError):
-    """The LLM could not give a usable answer; `kind` is timeout, api_error or invalid_output."""
+    """The LLM could not give a usable answer; `kind` is timeout, api_error or invalid_output. `usage`
+    is what the attempt cost: an answer that failed validation was still paid for."""
 
-    def __init__(self, kind: str, detail: str) -> None:
+    def __init__(self, kind: str, detail: str, usage: Usage | None = None) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
+        self.usage = usage or Usage(calls=1)
 
 
 class LLMClassification(BaseModel):
@@ -70,40 +72,62 @@ def incident_block(incident: Incident) -> str:
     return json.dumps(data, indent=1, ensure_ascii=False)
 
 
+def _refuses_json_schema(exc: Exception) -> bool:
+    """An endpoint's refusal of `response_format: json_schema` (a 4xx, or llama-cpp-python's 500 with a
+    validation error naming the field), as opposed to any other failure."""
+    text = str(exc)
+    return "response_format" in text and "json_schema" in text and getattr(exc, "status_code", 0) in (400, 422, 500)
+
+
 class LLMEngine:
     def __init__(self, client: Any, model: str, rulebook: Rulebook) -> None:
         self._client = client
         self.model = model
         self._rulebook = rulebook
+        # OpenAI's structured outputs first; servers that refuse them (llama-cpp-python's server) get
+        # JSON mode with the schema, which they turn into a grammar. Either way the answer is validated.
+        self._json_schema = True
+
+    def _response_format(self, schema_name: str, schema: type[BaseModel]) -> dict[str, Any]:
+        if self._json_schema:
+            return {"type": "json_schema", "json_schema": {"name": schema_name, "schema": schema.model_json_schema()}}
+        return {"type": "json_object", "schema": schema.model_json_schema()}
 
     def _complete(self, prompt: str, schema_name: str, schema: type[BaseModel]) -> tuple[BaseModel, Usage]:
         import openai
 
-        try:
-            response = self._client.chat.completions.create(
-                model=self.model,
-                temperature=0,
-                messages=[{"role": "user", "content": prompt}],
-                response_format={
-                    "type": "json_schema",
-                    "json_schema": {"name": schema_name, "schema": schema.model_json_schema()},
-                },
-            )
-        except openai.APITimeoutError as exc:
-            raise LLMFailure("timeout", str(exc)) from exc
-        except openai.APIError as exc:
-            raise LLMFailure("api_error", f"{type(exc).__name__}: {exc}") from exc
-        usage = Usage(calls=1)
+        calls = 0
+        while True:
+            calls += 1
+            try:
+                response = self._client.chat.completions.create(
+                    model=self.model,
+                    temperature=0,
+                    messages=[{"role": "user", "content": prompt}],
+                    response_format=self._response_format(schema_name, schema),
+                )
+                break
+            except openai.APITimeoutError as exc:
+                raise LLMFailure("timeout", str(exc), Usage(calls=calls)) from exc
+            except openai.APIStatusError as exc:
+                if self._json_schema and _refuses_json_schema(exc):
+                    self._json_schema = False  # this endpoint never will: ask it for JSON the other way
+                    continue
+                raise LLMFailure("api_error", f"{type(exc).__name__}: {exc}", Usage(calls=calls)) from exc
+            except openai.APIError as exc:
+                raise LLMFailure("api_error", f"{type(exc).__name__}: {exc}", Usage(calls=calls)) from exc
+        usage = Usage(calls=calls)
         if response.usage is not None:
             usage.prompt_tokens = response.usage.prompt_tokens or 0
             usage.completion_tokens = response.usage.completion_tokens or 0
         if not response.choices or not response.choices[0].message.content:
-            raise LLMFailure("invalid_output", "empty answer")
+            raise LLMFailure("invalid_output", "empty answer", usage)
         content = response.choices[0].message.content
         try:
             return schema.model_validate_json(content), usage
         except ValidationError as exc:
-            raise LLMFailure("invalid_output", f"answer does not match {schema_name}: {exc.errors()[:3]}") from exc
+            detail = f"answer does not match {schema_name}: {exc.errors()[:3]}"
+            raise LLMFailure("invalid_output", detail, usage) from exc
 
     def classify(self, incident: Incident, precedents: list[dict[str, Any]]) -> tuple[Classification, Usage]:
         cited = ""
@@ -126,7 +150,7 @@ class LLMEngine:
         if answer.category == UNKNOWN or answer.subcategory == UNKNOWN:
             category, subcategory = UNKNOWN, UNKNOWN
         elif sub is None or sub.category != answer.category:
-            raise LLMFailure("invalid_output", f"{answer.category}/{answer.subcategory} is not in the rulebook")
+            raise LLMFailure("invalid_output", f"{answer.category}/{answer.subcategory} is not in the rulebook", usage)
         else:
             category, subcategory = answer.category, answer.subcategory
         return (

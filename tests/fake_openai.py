@@ -6,6 +6,8 @@ Each request to /v1/chat/completions takes the next scripted behaviour:
   ("status", code)  answer with an HTTP error
   ("sleep", secs)   wait before answering (a timeout, for a client with a shorter timeout)
 With an empty script, `responder(request_body)` (when given) picks the behaviour: a scripted model.
+With `json_schema=False` it refuses `response_format: json_schema` as llama-cpp-python's server does
+(a 500 naming the field), before the script is consulted.
 """
 
 from __future__ import annotations
@@ -19,9 +21,23 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+# What llama-cpp-python's server (0.3) answers to `response_format: {"type": "json_schema", ...}`.
+LLAMA_CPP_REFUSAL = {
+    "error": {
+        "message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+        "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
+        "'ctx': {'expected': \"'text' or 'json_object'\"}}",
+        "type": "internal_server_error",
+        "param": None,
+        "code": None,
+    }
+}
+
 
 class FakeOpenAI:
-    def __init__(self, responder: Callable[[dict[str, Any]], tuple[str, Any]] | None = None) -> None:
+    def __init__(
+        self, responder: Callable[[dict[str, Any]], tuple[str, Any]] | None = None, *, json_schema: bool = True
+    ) -> None:
         self.script: deque[tuple[str, Any]] = deque()
         self.requests: list[dict[str, Any]] = []
         fake = self
@@ -33,6 +49,9 @@ class FakeOpenAI:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                if not json_schema and (body.get("response_format") or {}).get("type") == "json_schema":
+                    self._send(500, LLAMA_CPP_REFUSAL)
+                    return
                 if fake.script:
                     kind, value = fake.script.popleft()
                 else:

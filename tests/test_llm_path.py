@@ -67,6 +67,29 @@ def test_valid_answers_are_used(context, fake):
     assert "<incident>" in first["body"]["messages"][0]["content"]
 
 
+def test_an_endpoint_without_structured_outputs_gets_json_mode_with_the_schema(context):
+    """llama-cpp-python's server refuses `json_schema`; the engine asks once, then uses JSON mode with
+    the schema for every later call on that endpoint, and the answer is still validated and used."""
+    with FakeOpenAI(json_schema=False) as fake:
+        fake.script.extend(
+            [
+                ("json", VALID),
+                ("json", {"mitigation": "M1", "rationale": "apply keep-alive template"}),
+            ]
+        )
+        report = _run(context, fake)
+        formats = [r["body"]["response_format"] for r in fake.requests]
+        assert report["engine"] == "llm" and report["fallbacks"] == [] and report["confidence"] == 0.83
+        assert [f["type"] for f in formats] == ["json_schema", "json_object", "json_object"]
+        assert formats[1]["schema"]["properties"]["category"]["enum"] == ["A1", "A2", "A3", "A4", "unknown"]
+        assert sum(u["calls"] for u in report["llm_usage"]) == 3  # the refused call counts too
+    with FakeOpenAI() as other:  # a 500 that is not about the format is a failure, not a downgrade
+        other.script.append(("status", 500))
+        report = _run(context, other)
+        assert report["fallbacks"][0]["kind"] == "api_error"
+        assert [r["body"]["response_format"]["type"] for r in other.requests] == ["json_schema"]
+
+
 @pytest.mark.parametrize(
     ("script", "kind"),
     [
@@ -84,6 +107,13 @@ def test_failures_fall_back_to_the_rulebook_and_are_recorded(context, fake, scri
     assert (report["category"], report["subcategory"]) == ("A3", "timeout")
     assert report["fallbacks"][0]["stage"] == "classify" and report["fallbacks"][0]["kind"] == kind
     assert any("fell back to the rulebook" in note for note in report["notes"])
+    usage = next(u for u in report["llm_usage"] if u["stage"] == "classify")
+    # An answer that fails validation was still paid for; an error or a timeout has no usage to count.
+    answered = kind == "invalid_output"
+    assert (usage["calls"], usage["prompt_tokens"], usage["completion_tokens"]) == (
+        1,
+        *((100, 20) if answered else (0, 0)),
+    )
 
 
 def test_llm_cannot_declare_no_action_while_impact_is_ongoing(context, fake):

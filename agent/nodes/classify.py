@@ -24,7 +24,7 @@ def classify(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, A
             result = llm_result
         except LLMFailure as failure:
             update["fallbacks"] = [{"stage": "classify", "kind": failure.kind, "detail": failure.detail[:500]}]
-            update["llm_usage"] = [{"stage": "classify", "calls": 1, "prompt_tokens": 0, "completion_tokens": 0}]
+            update["llm_usage"] = [{"stage": "classify", **failure.usage.as_dict()}]
     update["classification"] = result.model_dump(mode="json")
     record(
         runtime,

@@ -72,7 +72,7 @@ def plan(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any]:
                 )
         except LLMFailure as failure:
             update["fallbacks"] = [{"stage": "plan", "kind": failure.kind, "detail": failure.detail[:500]}]
-            update["llm_usage"] = [{"stage": "plan", "calls": 1, "prompt_tokens": 0, "completion_tokens": 0}]
+            update["llm_usage"] = [{"stage": "plan", **failure.usage.as_dict()}]
     if ctx.localizer is not None and result.mitigation == "M4" and result.operation in RESTARTS:
         result, update["localization"] = _localized(ctx, incident, entities, result)
     update["plan"] = result.model_dump(mode="json")
