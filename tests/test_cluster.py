@@ -339,11 +339,13 @@ def test_denials_leave_the_cluster_unchanged(control_plane, k8s, changes, replic
 
 
 def _desired_state(k8s, name: str) -> tuple[Any, ...]:
-    # Not resourceVersion: the controller manager keeps writing the deployment's *status*, which bumps
-    # it with no action of ours. Any write of ours (scale, restart, delete) changes one of these.
+    # Not resourceVersion: the deployment controller keeps writing the deployment's status and its own
+    # `deployment.kubernetes.io/*` annotations with no action of ours. Any write of ours (scale,
+    # restart, delete, an annotation) changes one of these.
     deployment = _apps(k8s).read_namespaced_deployment(name, NS)
     meta = deployment.metadata
-    return meta.generation, meta.annotations, meta.labels, meta.deletion_timestamp, deployment.spec.to_dict()
+    ours = {k: v for k, v in (meta.annotations or {}).items() if not k.startswith("deployment.kubernetes.io/")}
+    return meta.generation, ours, meta.labels, meta.deletion_timestamp, deployment.spec.to_dict()
 
 
 def test_namespace_outside_the_allow_list_is_denied(control_plane, k8s):
