@@ -146,15 +146,18 @@ class PrometheusMetrics:
     def signals(self, incident: Incident) -> dict[str, float]:
         where = _matchers(incident)
         lookback = self._incident_lookback(incident)
+        # One evaluation time for every query: a scrape landing between two of them would otherwise give
+        # an SLA from before it next to an error rate from after it (a snapshot that never existed).
+        at = datetime.now(UTC)
         out: dict[str, float] = {}
         peaks = ("http_408_rate", "http_429_rate", "http_5xx_rate", "ttft_p95_s", "queue_depth", "kv_cache_usage")
         for name, query in self._queries(where).items():
-            value = self._value(query)
+            value = self._value(query, at)
             if value is None:
                 continue
             out[name] = round(value, 6)
             if name in peaks:
-                peak = self._value(f"max_over_time(({query})[{lookback}:])")
+                peak = self._value(f"max_over_time(({query})[{lookback}:])", at)
                 if peak is not None:
                     out[f"{name}_peak"] = round(max(peak, value), 6)
         if "sla" in out:
@@ -166,7 +169,7 @@ class PrometheusMetrics:
                 ("replicas_desired", "kube_deployment_spec_replicas"),
                 ("replicas_available", "kube_deployment_status_replicas_available"),
             ):
-                value = self._value(f'max({metric}{{deployment="{deployment}"}})')
+                value = self._value(f'max({metric}{{deployment="{deployment}"}})', at)
                 if value is not None:
                     out[name] = value
         return out
