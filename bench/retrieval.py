@@ -41,8 +41,9 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from tools.ingest_plan import Pending  # noqa: E402
 from tools.postmortem_format import Postmortem, parse_postmortem, read_postmortem  # noqa: E402
-from tools.postmortems import PostmortemIndex, _Pending  # noqa: E402
+from tools.postmortems import PostmortemIndex  # noqa: E402
 
 SAMPLES = ROOT / "tests" / "data" / "postmortems"
 TARGET_P95_MS = 50.0
@@ -193,11 +194,11 @@ def store_precomputed(index: PostmortemIndex, corpus: Corpus, chunks_needed: int
     written = postmortems = 0
     started = last = time.perf_counter()
     while written < chunks_needed:
-        batch: list[_Pending] = []
+        batch: list[Pending] = []
         size = 0
         while size < 2000 and written + size < chunks_needed:
             _, pm = corpus.make()
-            batch.append(_Pending(f"/synthetic/{pm.meta.id}.md", pm, updated=False))
+            batch.append(Pending(f"/synthetic/{pm.meta.id}.md", pm, updated=False))
             size += len(pm.chunks())
         picks = rng.integers(0, len(pool), size)
         vectors = pool[picks] + rng.normal(0, 0.02, (size, pool.shape[1])).astype(np.float32)

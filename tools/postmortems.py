@@ -13,9 +13,7 @@ import bisect
 import json
 import sqlite3
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -25,6 +23,7 @@ import numpy as np
 from agent.schemas import Incident
 from tools.chroma_vectors import CHROMA_DIR, ChromaVectors, chroma_client, chroma_metadata
 from tools.embeddings import ChromaEmbedding, MiniLMEmbedder
+from tools.ingest_plan import IngestReport, Pending, plan_ingestion
 from tools.lexical import FILTERABLE, SCHEMA_VERSION, ChunkHit, LexicalIndex
 from tools.postmortem_format import Postmortem, PostmortemError, read_postmortem
 from tools.rank_fusion import as_result, complete, rank_fusion
@@ -42,24 +41,6 @@ CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, digest TEXT NOT NULL, p
 CREATE INDEX IF NOT EXISTS files_by_postmortem ON files (postmortem_id);
 CREATE TABLE IF NOT EXISTS postmortems (id TEXT PRIMARY KEY, metadata TEXT NOT NULL);
 """
-
-
-@dataclass
-class IngestReport:
-    added: list[str] = field(default_factory=list)  # postmortem ids new to the index
-    updated: list[str] = field(default_factory=list)  # ids whose file changed: old chunks replaced
-    unchanged: int = 0  # files skipped because their content hash is already indexed (also moved files)
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason naming the path); skipped
-    removed: list[str] = field(default_factory=list)  # ids dropped: file gone (prune=True) or id renamed
-    chunks: int = 0  # chunks written
-
-
-@dataclass(frozen=True)
-class _Pending:
-    path: str
-    postmortem: Postmortem
-    updated: bool
-    drop_paths: tuple[str, ...] = ()  # catalog rows of files that no longer hold this id
 
 
 def _timestamp(moment: datetime) -> float:
@@ -186,59 +167,8 @@ class PostmortemIndex:
 
         with self._lock:
             catalog = {p: (d, i) for p, d, i in self.db.execute("SELECT path, digest, postmortem_id FROM files")}
-            owners: dict[str, set[str]] = defaultdict(set)
-            for known_path, (_, pid) in catalog.items():
-                owners[pid].add(known_path)
-
-            # Several files of this run claiming one id: the file that already holds it keeps it, else the first.
-            claims: dict[str, list[tuple[str, Path, Postmortem]]] = defaultdict(list)
-            for claim in loaded:
-                claims[claim[2].meta.id].append(claim)
-            parsed: dict[str, Postmortem] = {}
-            for pid, claimants in claims.items():
-                winner = next((c for c in claimants if c[0] in owners.get(pid, set())), claimants[0])
-                parsed[winner[0]] = winner[2]
-                for key, file, _ in claimants:
-                    if key != winner[0]:
-                        report.failed.append(
-                            (str(file), f"{file}: id {pid!r} is also used by {winner[1]}; ids must be unique")
-                        )
-                        broken.add(key)
-                        tick()
-
-            def still_holds(other: str, pid: str) -> bool:
-                if other in parsed:
-                    return parsed[other].meta.id == pid
-                return other in broken or Path(other).exists()
-
-            pending: list[_Pending] = []
-            moved: list[tuple[str, str]] = []
-            renamed_away: set[str] = set()
-            for key, postmortem in parsed.items():
-                pid = postmortem.meta.id
-                known = catalog.get(key)
-                if known == (postmortem.digest, pid):
-                    report.unchanged += 1
-                    tick()
-                    continue
-                others = sorted(owners.get(pid, set()) - {key})
-                holder = next((o for o in others if still_holds(o, pid)), None)
-                if holder is not None:
-                    shown = next(str(f) for k, f, _ in loaded if k == key)
-                    report.failed.append(
-                        (shown, f"{shown}: id {pid!r} is already indexed from {holder}; ids must be unique")
-                    )
-                    tick()
-                    continue
-                if known is None and len(others) == 1 and catalog[others[0]] == (postmortem.digest, pid):
-                    moved.append((others[0], key))  # same content under a new path: nothing to embed
-                    report.unchanged += 1
-                    tick()
-                    continue
-                if known is not None and known[1] != pid and not (owners[known[1]] - {key}):
-                    renamed_away.add(known[1])
-                pending.append(_Pending(key, postmortem, updated=bool(owners.get(pid)), drop_paths=tuple(others)))
-            renamed_away -= {p.postmortem.meta.id for p in pending}
+            plan = plan_ingestion(loaded, catalog, broken, report, tick)
+            parsed, pending, moved, renamed_away = plan.parsed, plan.pending, plan.moved, plan.renamed_away
 
             if moved:
                 with self.db:
@@ -264,7 +194,7 @@ class PostmortemIndex:
                 report.removed.extend(sorted(stale))
         return report
 
-    def _write(self, batch: Sequence[_Pending], embeddings: np.ndarray | None = None) -> int:
+    def _write(self, batch: Sequence[Pending], embeddings: np.ndarray | None = None) -> int:
         """Replace the chunks of these postmortems: Chroma first, then one SQLite transaction for the
         lexical rows and the catalog. Old chunks of an indexed postmortem are deleted by postmortem id
         first (new postmortems have none: deleting by metadata scans the collection). A crash in
