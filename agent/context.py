@@ -16,6 +16,9 @@ from agent.schemas import Incident, ToolResult
 from tools.guard import Policy
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from agent.judgement import Judgement
     from agent.llm import LLMEngine
 
 
@@ -43,6 +46,18 @@ class Localizer(Protocol):
     """Ranks the pods of the incident's service as root-cause candidates (tools/rca/localize.py)."""
 
     def rank(self, incident: Incident) -> dict[str, Any]: ...
+
+
+class Embedder(Protocol):
+    """Sentence embeddings (tools/embeddings.py): what the learned judgement reads of the text."""
+
+    def embed_one(self, text: str) -> np.ndarray: ...
+
+
+class IncidentHistory(Protocol):
+    """Earlier incidents of the same alert or target: the recurrence veto of "no action"."""
+
+    def recent_occurrences(self, incident: Incident, since: datetime) -> list[str]: ...
 
 
 class Recorder(Protocol):
@@ -128,6 +143,12 @@ class TriageContext:
     telemetry: Telemetry | None = None
     localizer: Localizer | None = None
     notify: Notifier | None = None
+    # The learned judgement (agent/judgement.py) and what it reads; without it the rulebook alone
+    # answers, and `judgement_problem` says why in every report.
+    judgement: Judgement | None = None
+    judgement_problem: str | None = None
+    embedder: Embedder | None = None
+    history: IncidentHistory | None = None
     # Propose-only: plan and guard as usual, but never write to a cluster (eval replay, dry runs).
     propose_only: bool = False
     precedents_k: int = 5

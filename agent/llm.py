@@ -8,18 +8,21 @@ raises LLMFailure, and the calling node lets the rulebook engine answer and reco
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from agent.canonical import canonicalise
+from agent.no_action import NoActionAssessment
 from agent.rulebook import Rulebook
 from agent.schemas import UNKNOWN, Classification, Evidence, Incident
 from prompts import render
 
 
 class LLMFailure(RuntimeError):
-    """The LLM could not give a usable answer; `kind` is timeout, api_error or invalid_output. `usage`
+    """The LLM could not give a usable answer; `kind` is timeout, api_error, truncated or invalid_output. `usage`
     is what the attempt cost: an answer that failed validation was still paid for."""
 
     def __init__(self, kind: str, detail: str, usage: Usage | None = None) -> None:
@@ -58,6 +61,7 @@ class Usage:
 
 
 def rulebook_table(rulebook: Rulebook) -> str:
+    """The taxonomy as the prompts show it, from rulebook.yaml (never written into a prompt by hand)."""
     lines = []
     for cat_id, cat in rulebook.categories.items():
         lines.append(f"- {cat_id} {cat['name']}: {cat['summary']}")
@@ -67,9 +71,30 @@ def rulebook_table(rulebook: Rulebook) -> str:
     return "\n".join(lines)
 
 
+def playbook_table(rulebook: Rulebook) -> str:
+    """The actions and Algorithm 1's playbook per subcategory, from rulebook.yaml."""
+    lines = [f"- {action}: {text}" for action, text in rulebook.actions.items()]
+    lines.append("Playbook (first effective action per subcategory; alternatives need their own evidence):")
+    for sub in rulebook.subcategories.values():
+        alternatives = ", ".join(
+            dict.fromkeys(f"{a.action} ({a.operation.replace('_', ' ')})" for a in sub.plan.alternatives)
+        )
+        lines.append(
+            f"- {sub.category}/{sub.id}: {sub.plan.default} ({sub.plan.operation.replace('_', ' ')})"
+            + (f"; alternatives: {alternatives}" if alternatives else "")
+        )
+    return "\n".join(lines)
+
+
+def untrusted_block(data: dict[str, Any]) -> str:
+    """Incident data as JSON in which no `<` or `>` survives literally, so text inside it can never
+    close the <incident> block it is quoted in (JSON's \\u003c escape keeps it readable to a model)."""
+    text = json.dumps(data, indent=1, ensure_ascii=False, default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e")
+
+
 def incident_block(incident: Incident) -> str:
-    data = incident.model_dump(mode="json", exclude_none=True)
-    return json.dumps(data, indent=1, ensure_ascii=False)
+    return untrusted_block(incident.model_dump(mode="json", exclude_none=True))
 
 
 def _refuses_json_schema(exc: Exception) -> bool:
@@ -79,11 +104,27 @@ def _refuses_json_schema(exc: Exception) -> bool:
     return "response_format" in text and "json_schema" in text and getattr(exc, "status_code", 0) in (400, 422, 500)
 
 
+@dataclass(frozen=True)
+class CallLimits:
+    """Bounds of every call: `deadline_s` covers all attempts together (retries included), and the
+    answer is cut at `max_tokens` by the server, so a runaway generation costs a bounded amount."""
+
+    deadline_s: float = 30.0
+    max_retries: int = 1
+    max_tokens: int = 800
+
+
+_RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
 class LLMEngine:
-    def __init__(self, client: Any, model: str, rulebook: Rulebook) -> None:
+    def __init__(self, client: Any, model: str, rulebook: Rulebook, limits: CallLimits | None = None) -> None:
+        # The client must not retry on its own (max_retries=0): every HTTP request is made, counted and
+        # timed here, against one deadline per call.
         self._client = client
         self.model = model
         self._rulebook = rulebook
+        self.limits = limits or CallLimits()
         # OpenAI's structured outputs first; servers that refuse them (llama-cpp-python's server) get
         # JSON mode with the schema, which they turn into a grammar. Either way the answer is validated.
         self._json_schema = True
@@ -93,35 +134,51 @@ class LLMEngine:
             return {"type": "json_schema", "json_schema": {"name": schema_name, "schema": schema.model_json_schema()}}
         return {"type": "json_object", "schema": schema.model_json_schema()}
 
-    def _complete(self, prompt: str, schema_name: str, schema: type[BaseModel]) -> tuple[BaseModel, Usage]:
+    def _request(self, prompt: str, schema_name: str, schema: type[BaseModel], usage: Usage) -> Any:
+        """One answer within the call's deadline: each HTTP request counts as a call, and retries of
+        timeouts, connection errors and retryable statuses stop when attempts or time run out."""
         import openai
 
-        calls = 0
+        deadline = time.monotonic() + self.limits.deadline_s
+        failures = 0
         while True:
-            calls += 1
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LLMFailure("timeout", f"no answer within the call's {self.limits.deadline_s:g} s deadline", usage)
+            usage.calls += 1
             try:
-                response = self._client.chat.completions.create(
+                return self._client.with_options(timeout=remaining, max_retries=0).chat.completions.create(
                     model=self.model,
                     temperature=0,
+                    max_tokens=self.limits.max_tokens,
                     messages=[{"role": "user", "content": prompt}],
                     response_format=self._response_format(schema_name, schema),
                 )
-                break
-            except openai.APITimeoutError as exc:
-                raise LLMFailure("timeout", str(exc), Usage(calls=calls)) from exc
             except openai.APIStatusError as exc:
                 if self._json_schema and _refuses_json_schema(exc):
                     self._json_schema = False  # this endpoint never will: ask it for JSON the other way
                     continue
-                raise LLMFailure("api_error", f"{type(exc).__name__}: {exc}", Usage(calls=calls)) from exc
+                failures += 1
+                if exc.status_code not in _RETRYABLE_STATUS or failures > self.limits.max_retries:
+                    raise LLMFailure("api_error", f"{type(exc).__name__}: {exc}", usage) from exc
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                failures += 1
+                if failures > self.limits.max_retries or time.monotonic() >= deadline:
+                    kind = "timeout" if isinstance(exc, openai.APITimeoutError) else "api_error"
+                    raise LLMFailure(kind, f"{type(exc).__name__}: {exc}", usage) from exc
             except openai.APIError as exc:
-                raise LLMFailure("api_error", f"{type(exc).__name__}: {exc}", Usage(calls=calls)) from exc
-        usage = Usage(calls=calls)
+                raise LLMFailure("api_error", f"{type(exc).__name__}: {exc}", usage) from exc
+
+    def _complete(self, prompt: str, schema_name: str, schema: type[BaseModel]) -> tuple[BaseModel, Usage]:
+        usage = Usage()
+        response = self._request(prompt, schema_name, schema, usage)
         if response.usage is not None:
             usage.prompt_tokens = response.usage.prompt_tokens or 0
             usage.completion_tokens = response.usage.completion_tokens or 0
         if not response.choices or not response.choices[0].message.content:
             raise LLMFailure("invalid_output", "empty answer", usage)
+        if response.choices[0].finish_reason == "length":
+            raise LLMFailure("truncated", f"the answer reached max_tokens ({self.limits.max_tokens}) unfinished", usage)
         content = response.choices[0].message.content
         try:
             return schema.model_validate_json(content), usage
@@ -129,20 +186,33 @@ class LLMEngine:
             detail = f"answer does not match {schema_name}: {exc.errors()[:3]}"
             raise LLMFailure("invalid_output", detail, usage) from exc
 
-    def classify(self, incident: Incident, precedents: list[dict[str, Any]]) -> tuple[Classification, Usage]:
-        cited = ""
-        if precedents:
-            cited = "Similar past incidents (their labels are hints, not answers):\n" + "\n".join(
-                f"- {p.get('id')}: {p.get('title')} -> {p.get('category')}/{p.get('subcategory')}, fixed by "
-                f"{p.get('mitigation')}"
-                for p in precedents
-            )
+    def classify(
+        self,
+        incident: Incident,
+        precedents: list[dict[str, Any]],
+        model_answer: Classification | None = None,
+        assessment: NoActionAssessment | None = None,
+    ) -> tuple[Classification, Usage]:
+        """Everything the LLM is shown about the incident sits in one escaped data block: the incident,
+        the canonical signals, the rulebook's evidence, the calibrated model's reading and precedents."""
+        data: dict[str, Any] = {"incident": incident.model_dump(mode="json", exclude_none=True)}
+        data["canonical_signals"] = canonicalise(incident.signals).signals
+        if model_answer is not None:
+            data["rulebook_evidence"] = [e.detail for e in model_answer.evidence if e.source != "model"][:20]
+            data["calibrated_model"] = {
+                "best_guess": f"{model_answer.category}/{model_answer.subcategory}",
+                "probabilities": model_answer.probabilities,
+            }
+        if assessment is not None:
+            data["no_action_evidence"] = assessment.as_dict()
+        data["precedents"] = [
+            {k: p.get(k) for k in ("id", "title", "category", "subcategory", "mitigation")} for p in precedents
+        ]
         prompt = render(
             "classify",
             rulebook_version=self._rulebook.version,
             rulebook_table=rulebook_table(self._rulebook),
-            incident=incident_block(incident),
-            precedents=cited,
+            incident=untrusted_block(data),
         )
         answer, usage = self._complete(prompt, "classification", LLMClassification)
         assert isinstance(answer, LLMClassification)
@@ -165,12 +235,19 @@ class LLMEngine:
             usage,
         )
 
-    def plan(self, incident: Incident, classification: Classification) -> tuple[LLMPlanChoice, Usage]:
+    def plan(
+        self, incident: Incident, classification: Classification, no_action: dict[str, Any] | None = None
+    ) -> tuple[LLMPlanChoice, Usage]:
+        data = {
+            "incident": incident.model_dump(mode="json", exclude_none=True),
+            "no_action_assessment": {k: (no_action or {}).get(k) for k in ("evidence", "vetoes", "why")},
+        }
         prompt = render(
             "plan",
             category=classification.category,
             subcategory=classification.subcategory,
-            incident=incident_block(incident),
+            playbook=playbook_table(self._rulebook),
+            incident=untrusted_block(data),
         )
         answer, usage = self._complete(prompt, "plan", LLMPlanChoice)
         assert isinstance(answer, LLMPlanChoice)
@@ -195,8 +272,8 @@ class LLMEngine:
         )
         prompt = render(
             "followup",
-            record=json.dumps({k: record.get(k) for k in keep}, indent=1, default=str)[:20_000],
-            question=question[:2000],
+            record=untrusted_block({k: record.get(k) for k in keep})[:20_000],
+            question=untrusted_block({"question": question[:2000]}),
         )
         reply, usage = self._complete(prompt, "answer", LLMAnswer)
         assert isinstance(reply, LLMAnswer)

@@ -2,86 +2,24 @@
 
 The planner turns a classification into one plan: an action M1-M6, an operation from the guard
 policy's catalogue, a target, parameters, a risk tier and a rationale. "No action" (M5) is a
-first-class outcome with its own evidence, and it is conservative: it needs positive evidence that
-the impact has ended and no sign that it is ongoing or recurring.
+first-class outcome decided before any playbook is read (agent/verdicts.py: `no_action_decision`):
+typed evidence, hard vetoes and, with the learned model, a calibrated probability over its threshold.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
+from agent.no_action import assess
 from agent.precedents import mitigation_vote, precedent_note
-from agent.rulebook import Alternative, Rulebook, SignalRule
-from agent.schemas import UNKNOWN, Classification, Incident, Plan, Target
+from agent.rulebook import Alternative, Rulebook
+from agent.schemas import Classification, Incident, Plan, Target
+from agent.verdicts import no_action_decision
 from tools.guard import Policy
 
 PRECEDENT_SHARE = 0.6  # precedents pick a playbook alternative only when they agree this strongly
 PRECEDENTS_NEVER_CHOOSE = frozenset({"M5", "M6"})  # "no action" and deletion need their own evidence
-
-# Signals where a high value is bad, and the level above which impact is ongoing. Only used to read
-# "<metric>" against "<metric>_peak" for recovery; classification thresholds live in the rulebook.
-_BAD_ABOVE = {
-    "http_408_rate": 0.003,
-    "http_429_rate": 0.02,
-    "http_5xx_rate": 0.01,
-    "error_rate": 0.01,
-    "http_4xx_rate": 0.05,
-    "ttft_p95_s": 3.0,
-    "tpot_p95_s": 0.15,
-    "e2e_p95_s": 30.0,
-    "queue_depth": 50.0,
-    "pod_restarts": 3.0,
-    "nodes_not_ready": 1.0,
-    "pods_pending": 1.0,
-}
-
-
-@dataclass
-class NoActionAssessment:
-    recovered: float = 0.0
-    ongoing: float = 0.0
-    evidence: list[str] = field(default_factory=list)
-    against: list[str] = field(default_factory=list)
-
-    def decides_m5(self, minimum: float) -> bool:
-        return self.ongoing == 0 and self.recovered >= minimum
-
-
-def assess_no_action(rulebook: Rulebook, incident: Incident) -> NoActionAssessment:
-    out = NoActionAssessment()
-    text = incident.text()
-    for phrase in rulebook.recovered:
-        if match := phrase.pattern.search(text):
-            out.recovered += phrase.weight
-            out.evidence.append(f"text says {match.group(0)!r}")
-    for phrase in rulebook.ongoing:
-        if match := phrase.pattern.search(text):
-            out.ongoing += phrase.weight
-            out.against.append(f"text says {match.group(0)!r}")
-    if incident.alert is not None and incident.alert.status == "resolved":
-        out.recovered += 3.0
-        out.evidence.append("the alert is already resolved")
-    signals = incident.signals
-    for metric, limit in _BAD_ABOVE.items():
-        if metric not in signals:
-            continue
-        now, peak = signals[metric], signals.get(f"{metric}_peak")
-        if now >= limit:
-            out.ongoing += 2.0
-            out.against.append(f"{metric}={now:g} still at or above {limit:g}")
-        elif peak is not None and peak >= limit:
-            out.recovered += 2.5
-            out.evidence.append(f"{metric} back to {now:g} (peak {peak:g}, threshold {limit:g})")
-    if "sla" in signals and "sla_target" in signals:
-        if signals["sla"] >= signals["sla_target"]:
-            out.recovered += 1.5
-            out.evidence.append(f"SLA {signals['sla']:g} meets target {signals['sla_target']:g}")
-        else:
-            out.ongoing += 2.0
-            out.against.append(f"SLA {signals['sla']:g} below target {signals['sla_target']:g}")
-    return out
 
 
 def _alternative_applies(alt: Alternative, incident: Incident) -> bool:
@@ -124,6 +62,23 @@ def _parameters(operation: str, incident: Incident, entities: dict[str, str]) ->
     return {}
 
 
+def _no_action_plan(no_action: dict[str, Any], precedents: list[dict[str, Any]], subcategory: str) -> Plan:
+    lines = no_action.get("evidence_lines", [])
+    return Plan(
+        mitigation="M5",
+        operation="no_action",
+        target=Target(kind="none"),
+        risk="none",
+        rationale=(
+            f"No action needed: {'; '.join(lines)}. Decided because {no_action['why']}; every veto was checked "
+            f"({'; '.join(no_action.get('checked', []))}). Keep watching the SLA; a human confirms the close-out."
+            f"{precedent_note(precedents, subcategory)}"
+        ),
+        no_action_evidence=lines,
+        no_action_checks=no_action.get("checked", []),
+    )
+
+
 def plan(
     rulebook: Rulebook,
     policy: Policy,
@@ -131,36 +86,36 @@ def plan(
     classification: Classification,
     entities: dict[str, str],
     precedents: list[dict[str, Any]] | None = None,
+    no_action: dict[str, Any] | None = None,
 ) -> Plan:
-    """Algorithm 1. Precedents (similar past incidents) choose between the playbook's own alternatives
-    when the incident's text and signals do not; they never choose "no action" or a deletion."""
+    """Algorithm 1. "No action" first, as decided from its own evidence (`no_action`, from the classify
+    step; assessed here from the incident alone when not given). An answer that needs a human is
+    escalated with the playbook's suggestion in the rationale. Otherwise the subcategory's playbook,
+    whose alternatives are chosen by their own evidence; precedents choose between alternatives when
+    the incident does not, and never choose "no action" or a deletion."""
     precedents = precedents or []
-    assessment = assess_no_action(rulebook, incident)
+    if no_action is None:
+        no_action = no_action_decision(assess(rulebook.no_action, incident), None, None)
+    if no_action["decided"]:
+        return _no_action_plan(no_action, precedents, classification.subcategory)
+    checks = no_action.get("checked", [])
+    why_not_m5 = f" Not M5: {no_action['why']}."
     sub = rulebook.subcategories.get(classification.subcategory)
 
-    if assessment.decides_m5(rulebook.no_action_min_evidence) and classification.category != UNKNOWN:
-        return Plan(
-            mitigation="M5",
-            operation="no_action",
-            target=Target(kind="none"),
-            risk="none",
-            rationale=(
-                "No action needed: the impact has already ended and nothing suggests it is ongoing "
-                f"({'; '.join(assessment.evidence)}). Keep watching the SLA; a human confirms the close-out."
-                f"{precedent_note(precedents, classification.subcategory)}"
-            ),
-            no_action_evidence=assessment.evidence,
+    if sub is None or classification.needs_human:
+        suggestion = (
+            f" The playbook for the best guess ({classification.category}/{classification.subcategory}) would be "
+            f"{sub.plan.default} ({sub.plan.operation.replace('_', ' ')})."
+            if sub is not None
+            else ""
         )
-
-    if sub is None:
+        reason = classification.needs_human_reason or "the evidence does not support any category"
         return Plan(
             mitigation="M1",
             operation="escalate",
             risk="low",
-            rationale=(
-                "The evidence does not support any rulebook category with enough confidence, so no automated "
-                "action is safe: escalate to the DRI for diagnosis and a hotfix if needed."
-            ),
+            rationale=f"Needs a human: {reason}, so no automated action is safe.{suggestion}{why_not_m5}",
+            no_action_checks=checks,
         )
 
     rule = sub.plan
@@ -169,6 +124,7 @@ def plan(
     for alt in rule.alternatives:
         if _alternative_applies(alt, incident):
             action, operation = alt.action, alt.operation
+            chosen_by = "the playbook's alternative for what the incident shows"
             break
     else:
         shares = mitigation_vote(precedents, classification.subcategory)
@@ -177,20 +133,15 @@ def plan(
                 action, operation = alt.action, alt.operation
                 chosen_by = f"precedents ({shares[alt.action]:.0%} of similar incidents' fixes)"
                 break
-    if action == "M5" and assessment.ongoing > 0:
-        # A detection/alerting problem with live impact still needs a human.
+    if action == "M5":
+        # The playbook expects nothing to need doing here, but "no action" was not decided: a human looks.
         action, operation = "M1", "escalate"
-    why_not_m5 = (
-        f" Not M5: {'; '.join(assessment.against)}."
-        if assessment.against
-        else " Not M5: no evidence that the impact has ended."
-    )
     rationale = (
         f"Classified {classification.category}/{classification.subcategory}; by {chosen_by} the action is "
         f"{action} ({operation.replace('_', ' ')}).{why_not_m5}"
         f"{precedent_note(precedents, classification.subcategory)}"
     )
-    return build_plan(policy, incident, entities, action, operation, rule.target, rationale)
+    return build_plan(policy, incident, entities, action, operation, rule.target, rationale, no_action_checks=checks)
 
 
 # The operation used when something other than the rulebook (the LLM) picks only the action.
@@ -225,6 +176,7 @@ def build_plan(
     target_kind: str | None,
     rationale: str,
     no_action_evidence: list[str] | None = None,
+    no_action_checks: list[str] | None = None,
 ) -> Plan:
     if operation == "restart_pod" and not entities.get("pod"):
         operation = "rollout_restart"
@@ -240,7 +192,8 @@ def build_plan(
         touches_cluster=op.touches_cluster,
         rationale=rationale,
         no_action_evidence=no_action_evidence or [],
+        no_action_checks=no_action_checks or [],
     )
 
 
-__all__ = ["NoActionAssessment", "SignalRule", "assess_no_action", "build_plan", "operation_for", "plan"]
+__all__ = ["build_plan", "operation_for", "plan"]

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from agent.no_action import NoActionRules, NoActionRulesError, parse_no_action
 from agent.schemas import UNKNOWN, Classification, Evidence, Incident
 
 DEFAULT_RULEBOOK = Path(__file__).with_name("rulebook.yaml")
@@ -99,10 +100,9 @@ class Rulebook:
     cause_markers: re.Pattern[str]
     cause_bonus: float
     categories: dict[str, dict[str, str]]
+    actions: dict[str, str]
     subcategories: dict[str, Subcategory]
-    recovered: tuple[Phrase, ...]
-    ongoing: tuple[Phrase, ...]
-    no_action_min_evidence: float
+    no_action: NoActionRules
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
     def classify(self, incident: Incident) -> Classification:
@@ -180,12 +180,13 @@ def parse_rulebook(text: str) -> Rulebook:
             cause_markers=_compile(rf"\b(?:{markers})\b", "earliest_cause.markers"),
             cause_bonus=float(cause["bonus"]),
             categories=data["categories"],
+            actions={str(k): str(v) for k, v in data["actions"].items()},
             subcategories=subs,
-            recovered=_phrases(data["no_action"]["recovered_phrases"], "no_action.recovered_phrases"),
-            ongoing=_phrases(data["no_action"]["ongoing_phrases"], "no_action.ongoing_phrases"),
-            no_action_min_evidence=float(data["no_action"]["min_evidence"]),
+            no_action=parse_no_action(data["no_action"]),
             raw=data,
         )
+    except NoActionRulesError as exc:
+        raise RulebookError(str(exc)) from exc
     except (KeyError, TypeError) as exc:
         raise RulebookError(f"rulebook is missing or mistypes a required field: {exc}") from exc
 
@@ -262,9 +263,14 @@ def score_subcategories(rulebook: Rulebook, incident: Incident) -> dict[str, tup
 def classify(rulebook: Rulebook, incident: Incident) -> Classification:
     scores = score_subcategories(rulebook, incident)
     ranked = sorted(scores.items(), key=lambda kv: kv[1][0], reverse=True)
-    if not ranked or ranked[0][1][0] < rulebook.min_score:
-        evidence = ranked[0][1][1] if ranked else []
-        return Classification(category="unknown", subcategory=UNKNOWN, confidence=0.1, evidence=evidence)
+    if not ranked or ranked[0][1][0] <= 0:
+        return Classification(
+            category="unknown",
+            subcategory=UNKNOWN,
+            confidence=0.1,
+            needs_human=True,
+            needs_human_reason="no rulebook evidence points to any category",
+        )
 
     top_id, (top_score, _) = ranked[0]
     chosen = top_id
@@ -289,12 +295,19 @@ def classify(rulebook: Rulebook, incident: Incident) -> Classification:
     strength = 1.0 - math.exp(-chosen_score / 4.0)
     margin = chosen_score / (chosen_score + rival)
     confidence = round(strength * (0.4 + 0.6 * margin), 3)
-    if confidence < rulebook.threshold:
-        return Classification(category="unknown", subcategory=UNKNOWN, confidence=confidence, evidence=evidence)
+    # Under the threshold (or the minimum score) the answer is still the best guess, for a human to decide.
+    thin = confidence < rulebook.threshold or chosen_score < rulebook.min_score
     return Classification(
         category=sub.category,  # type: ignore[arg-type]
         subcategory=chosen,
         confidence=confidence,
         evidence=evidence,
         rationale=f"{sub.description} (score {chosen_score:.1f}, rulebook {rulebook.version})",
+        needs_human=thin,
+        needs_human_reason=(
+            f"rulebook score {chosen_score:.1f}, confidence {confidence:.2f} "
+            f"under its threshold {rulebook.threshold:.2f}"
+            if thin
+            else ""
+        ),
     )

@@ -70,16 +70,21 @@ class Incident(BaseModel):
         return out
 
     def text(self) -> str:
-        """All free text a rule may match, alert text included."""
+        """All free text a rule may match, alert text included, and the English readings of trade words
+        written in other languages (agent/glossary.yaml), so English rules read them too."""
+        from agent.glossary import english_readings
+
         parts = [self.title, self.description]
         if self.alert is not None:
             parts.extend(self.alert.annotations.values())
             parts.append(self.alert.labels.get("alertname", ""))
-        return "\n".join(p for p in parts if p)
+        text = "\n".join(p for p in parts if p)
+        readings = english_readings(text)
+        return f"{text}\n[in English: {readings}]" if readings else text
 
 
 class Evidence(BaseModel):
-    source: Literal["text", "alert", "signal", "precedent", "llm", "status"]
+    source: Literal["text", "alert", "signal", "precedent", "llm", "status", "model"]
     detail: str
     weight: float = 0.0
     points_to: str = ""
@@ -90,8 +95,13 @@ class Classification(BaseModel):
     subcategory: str
     confidence: float = Field(ge=0.0, le=1.0)
     evidence: list[Evidence] = Field(default_factory=list)
-    engine: Literal["rulebook", "llm"] = "rulebook"
+    # rulebook: its scores alone; model: the calibrated model over the rulebook's evidence; llm: an LLM.
+    engine: Literal["rulebook", "model", "llm"] = "rulebook"
     rationale: str = ""
+    # Below the operating threshold the answer is still the best guess, and a human must decide.
+    needs_human: bool = False
+    needs_human_reason: str = ""
+    probabilities: dict[str, float] = Field(default_factory=dict)  # per category, calibrated (model only)
 
 
 class Target(BaseModel):
@@ -109,6 +119,8 @@ class Plan(BaseModel):
     risk: RiskTier = "low"
     rationale: str = ""
     no_action_evidence: list[str] = Field(default_factory=list)
+    # Every "no action" veto with its verdict, for M5 plans and for plans where M5 was refused.
+    no_action_checks: list[str] = Field(default_factory=list)
     touches_cluster: bool = False
 
 

@@ -21,6 +21,10 @@ class TriageState(TypedDict, total=False):
     retrieval: dict[str, Any]
     cluster_evidence: dict[str, Any]
     classification: dict[str, Any]
+    no_action: dict[str, Any]  # the "no action" evidence, vetoes, probability and decision (agent/verdicts.py)
+    degraded: str  # why the rulebook answered alone (no model loaded, or the model failed)
+    llm_verdict: str  # how the LLM's answer was weighed against the model's
+    signal_names: dict[str, Any]  # converted and unmapped signal names (agent/canonical.py)
     plan: dict[str, Any]
     localization: dict[str, Any]  # which pod is the cause, when a restart is planned and telemetry can tell
     guard: dict[str, Any]

@@ -182,12 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     from evals.cli import add_eval_commands, add_report_commands
     from evals.rca_cli import add_rca_commands
+    from learn.cli import add_model_commands
     from sim.cli import add_sim_commands
 
     add_eval_commands(sub)
     add_report_commands(sub)
     add_sim_commands(sub)
     add_rca_commands(sub)
+    add_model_commands(sub)
     return parser
 
 

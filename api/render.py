@@ -87,6 +87,8 @@ def print_metrics(out: dict[str, Any]) -> None:
         "m5_recall",
         "m5_f1",
         "abstain_rate",
+        "needs_human_rate",
+        "fallback_rate",
         "latency_ms_p50",
         "latency_ms_p95",
         "llm_calls",
@@ -103,3 +105,49 @@ def print_metrics(out: dict[str, Any]) -> None:
     _console.print(_matrix("Mitigation confusion", out["confusion"]["mitigation"]))
     if out.get("eval_run_id"):
         _console.print(f"recorded as eval run {out['eval_run_id']}")
+
+
+def print_cv(report: dict[str, Any]) -> None:
+    """Leave-one-source-out figures: one row per held-out source, the pooled row, the worst source."""
+    table = Table(title="Leave one source out (each source judged by a model trained without it)")
+    for column in (
+        "source",
+        "n",
+        "category",
+        "κ",
+        "subcategory",
+        "mitigation",
+        "M5 prec",
+        "exact low",
+        "M5 rec",
+        "ECE",
+        "needs human",
+    ):
+        table.add_column(column, justify="left" if column == "source" else "right")
+    rows = [*report["sources"].items(), ("pooled", report["pooled"])]
+    for name, m in rows:
+        label = f"{name} (worst)" if name == report["worst_source"] else name
+        table.add_row(
+            label,
+            str(m["n"]),
+            *(
+                _fmt(m.get(k))
+                for k in (
+                    "category_accuracy",
+                    "category_kappa",
+                    "subcategory_accuracy",
+                    "mitigation_accuracy",
+                    "m5_precision",
+                    "m5_precision_low",
+                    "m5_recall",
+                    "ece",
+                    "needs_human_rate",
+                )
+            ),
+        )
+    _console.print(table)
+    curve = ", ".join(
+        f"≥{row['threshold']:.1f}: {_fmt(row['coverage'])} covered at {_fmt(row['accuracy'])}"
+        for row in report["pooled"]["coverage"]
+    )
+    _console.print(f"pooled accuracy vs coverage as the needs-a-human threshold moves: {curve}")

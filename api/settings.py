@@ -23,8 +23,9 @@ class Settings(BaseSettings):
     llm_base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. http://host/v1")
     llm_model: str = "gpt-4o-mini"
     llm_api_key: SecretStr = SecretStr("")
-    llm_timeout_s: float = Field(default=30.0, gt=0)
-    llm_max_retries: int = Field(default=1, ge=0)
+    llm_timeout_s: float = Field(default=30.0, gt=0, description="deadline of one LLM call, all retries included")
+    llm_max_retries: int = Field(default=1, ge=0, description="retries of a timeout, connection error or 429/5xx")
+    llm_max_tokens: int = Field(default=800, ge=16, description="the longest answer the endpoint may generate")
     llm_cost_per_1k_tokens: float = Field(
         default=0.0, ge=0, description="price of 1,000 tokens (prompt + completion) for eval costs; 0 = unpriced"
     )
@@ -45,6 +46,10 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="fault localisation compares the incident with this much before it"
     )
     rulebook_path: Path | None = None
+    model_path: Path | None = Field(
+        default=None, description="the judgement model's metadata file (default agent/model/judgement.json)"
+    )
+    use_model: bool = Field(default=True, description="false: the rulebook alone classifies (uncalibrated)")
     policy_path: Path | None = None
     propose_only: bool = Field(default=False, description="never write to a cluster, even with one configured")
     kubeconfig: Path | None = Field(default=None, description="kubeconfig of mitigate's cluster identity")

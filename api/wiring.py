@@ -14,6 +14,7 @@ from agent.context import Recorder, TriageContext
 from agent.rulebook import DEFAULT_RULEBOOK, load_rulebook
 from api.settings import Settings
 from store.db import make_engine, migrate, session_factory
+from store.incident_queries import IncidentQueries
 from store.recorder import StoreRecorder
 from tools.guard import DEFAULT_POLICY, load_policy
 
@@ -21,15 +22,18 @@ from tools.guard import DEFAULT_POLICY, load_policy
 def make_llm(settings: Settings) -> Any:
     from openai import OpenAI
 
-    from agent.llm import LLMEngine
+    from agent.llm import CallLimits, LLMEngine
 
+    # The engine makes and counts every request itself, against one deadline per call: the SDK's own
+    # retries would multiply the real limit by (1 + retries) and hide the extra requests.
     client = OpenAI(
         base_url=settings.llm_base_url,
         api_key=settings.llm_api_key.get_secret_value() or "not-needed",
         timeout=settings.llm_timeout_s,
-        max_retries=settings.llm_max_retries,
+        max_retries=0,
     )
-    return LLMEngine(client, settings.llm_model, load_rulebook(settings.rulebook_path or DEFAULT_RULEBOOK))
+    limits = CallLimits(settings.llm_timeout_s, settings.llm_max_retries, settings.llm_max_tokens)
+    return LLMEngine(client, settings.llm_model, load_rulebook(settings.rulebook_path or DEFAULT_RULEBOOK), limits)
 
 
 def make_cluster(settings: Settings) -> Any:
@@ -43,10 +47,32 @@ def make_cluster(settings: Settings) -> Any:
 
 
 @cache
+def shared_embedder() -> Any:
+    """One sentence embedder per process: the judgement and the postmortem index read the same model."""
+    from tools.embeddings import MiniLMEmbedder
+
+    return MiniLMEmbedder()
+
+
+@cache
 def open_postmortem_index(state_dir: Path, chroma_url: str | None) -> Any:
     from tools.postmortems import PostmortemIndex
 
-    return PostmortemIndex(state_dir, chroma_url=chroma_url)
+    return PostmortemIndex(state_dir, chroma_url=chroma_url, embedder=shared_embedder())
+
+
+@cache
+def load_model(model_path: Path | None, use_model: bool, rulebook_path: Path | None) -> tuple[Any, str | None]:
+    """The judgement model, loaded once per process, or None and the reason (named at start-up, shown
+    on /readyz and in every report): a missing, corrupt or stale artefact is never used silently."""
+    if not use_model:
+        return None, "MITIGATE_USE_MODEL=false: the rulebook alone classifies"
+    from agent.judgement import DEFAULT_ARTEFACT, ModelArtefactError, load_judgement
+
+    try:
+        return load_judgement(model_path or DEFAULT_ARTEFACT, load_rulebook(rulebook_path or DEFAULT_RULEBOOK)), None
+    except ModelArtefactError as exc:
+        return None, str(exc)
 
 
 def make_metrics(settings: Settings) -> Any:
@@ -92,6 +118,7 @@ def make_context(
     chosen = engine or settings.engine
     use_llm = settings.model_copy(update={"engine": chosen}).use_llm()
     metrics = make_metrics(settings)
+    judgement, problem = load_model(settings.model_path, settings.use_model, settings.rulebook_path)
     return TriageContext(
         rulebook=load_rulebook(settings.rulebook_path or DEFAULT_RULEBOOK),
         policy=load_policy(settings.policy_path or DEFAULT_POLICY),
@@ -103,6 +130,10 @@ def make_context(
         telemetry=metrics,
         localizer=make_localizer(settings),
         propose_only=settings.propose_only if propose_only is None else propose_only,
+        judgement=judgement,
+        judgement_problem=problem,
+        embedder=shared_embedder() if judgement is not None else None,
+        history=IncidentQueries(recorder.sessions) if isinstance(recorder, StoreRecorder) else None,
     )
 
 

@@ -52,11 +52,19 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
 def _comparison(a: str, b: str, resamples: int) -> dict[str, Any]:
     from api.settings import get_settings
     from api.wiring import open_store
-    from evals.compare import compare, load_cases
+    from evals.compare import compare, load_run
 
     needs_db = not (Path(a).is_file() and Path(b).is_file())
     sessions = open_store(get_settings()).sessions if needs_db else None
-    return compare(load_cases(a, sessions), load_cases(b, sessions), resamples)
+    a_cases, a_figures = load_run(a, sessions)
+    b_cases, b_figures = load_run(b, sessions)
+    return compare(a_cases, b_cases, resamples, a_figures, b_figures)
+
+
+def _figure(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def cmd_eval_compare(args: argparse.Namespace) -> int:
@@ -73,11 +81,24 @@ def cmd_eval_compare(args: argparse.Namespace) -> int:
         interval = f"[{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else "[n/a]"
         delta = f"{d['delta']:+.3f}" if d["delta"] is not None else "n/a"
         print(f"  {metric:<22} {delta:>7} {interval}")
-    test = result["mcnemar_category"]
-    print(
-        f"McNemar (category correctness): baseline-only right {test['only_a_right']}, candidate-only right "
-        f"{test['only_b_right']}, p = {test['p_value']:.4f}"
-    )
+    for key, label in (
+        ("mcnemar_category", "category"),
+        ("mcnemar_mitigation", "mitigation"),
+        ("mcnemar_m5_recall", "M5 recall"),
+    ):
+        test = result[key]
+        print(
+            f"McNemar ({label} correctness): baseline-only right {test['only_a_right']}, candidate-only right "
+            f"{test['only_b_right']}, p = {test['p_value']:.4f}"
+        )
+    for side, name in (("a", "baseline"), ("b", "candidate")):
+        m5 = result["m5_precision_exact"][side]
+        low = f"{m5['low']:.3f}" if m5["low"] is not None else "n/a"
+        figures = result["runs"][side]
+        shown = ", ".join(
+            f"{k} {_figure(figures.get(k))}" for k in ("fallback_rate", "latency_ms_p95", "tokens", "cost")
+        )
+        print(f"{name}: M5 {m5['right']}/{m5['decided']} right (exact 95% lower bound {low}); {shown}")
     print(f"{len(result['flipped'])} flipped cases:")
     for case in result["flipped"][:50]:
         print(
@@ -98,7 +119,10 @@ def cmd_eval_gate(args: argparse.Namespace) -> int:
     for reason in reasons:
         print(f"gate: FAIL: {reason}")
     if not reasons:
-        print("gate: pass (no significant regression in category accuracy or M5 precision)")
+        print(
+            "gate: pass (no significant loss in category or mitigation accuracy or M5 recall; M5 precision's "
+            "exact lower bound over the floor; not mostly fallbacks)"
+        )
     return 1 if reasons else 0
 
 
@@ -177,6 +201,10 @@ def add_eval_commands(sub: Any) -> None:
     gate.add_argument("--candidate", required=True, help="an eval run id or file")
     gate.add_argument("--resamples", type=int, default=1000)
     gate.set_defaults(func=cmd_eval_gate)
+
+    from learn.cli import add_cv_command
+
+    add_cv_command(eval_sub)
 
 
 def add_report_commands(sub: Any) -> None:

@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evals.metrics import score
+from evals.metrics import clopper_pearson, score
 
-GATED = ("category_accuracy", "m5_precision")
+M5_PRECISION_FLOOR = 0.85  # the exact 95 % lower bound of a candidate's M5 precision must reach this
+MOSTLY_FALLBACKS = 0.5  # a candidate LLM whose answers fell back more often than this is not that LLM
+# Figures of a whole run shown beside the deltas (from `eval run --json` or the stored run).
+RUN_FIGURES = ("fallback_rate", "latency_ms_p50", "latency_ms_p95", "tokens", "cost", "llm_calls")
 DELTA_METRICS = (
     "category_accuracy",
     "subcategory_accuracy",
@@ -32,21 +35,30 @@ class Case:
 
 def load_cases(source: str, sessions: Any = None) -> list[Case]:
     """Cases from a file written by `mitigate eval run --json --cases` or from a stored eval run id."""
+    return load_run(source, sessions)[0]
+
+
+def load_run(source: str, sessions: Any = None) -> tuple[list[Case], dict[str, Any]]:
+    """A run's cases and its whole-run figures (fallback rate, latency, tokens, cost, config)."""
     path = Path(source)
     if path.is_file():
         data = json.loads(path.read_text())
-        return [Case(c["id"], c["expected"], c["predicted"]) for c in data["cases"]]
+        figures = {k: data.get(k) for k in (*RUN_FIGURES, "config")}
+        return [Case(c["id"], c["expected"], c["predicted"]) for c in data["cases"]], figures
     if sessions is None:
         raise LookupError(f"{source} is neither a file nor a stored eval run")
     from sqlalchemy import select
 
-    from store.models import EvalCaseRow
+    from store.models import EvalCaseRow, EvalRunRow
 
     with sessions() as session:
         rows = session.scalars(select(EvalCaseRow).where(EvalCaseRow.eval_run_id == source)).all()
         if not rows:
             raise LookupError(f"no eval run {source} in the database")
-        return [Case(r.case_id, r.expected, r.predicted) for r in rows]
+        run = session.get(EvalRunRow, source)
+        metrics = (run.metrics or {}) if run is not None else {}
+        figures = {k: metrics.get(k) for k in RUN_FIGURES} | {"config": run.config if run is not None else None}
+        return [Case(r.case_id, r.expected, r.predicted) for r in rows], figures
 
 
 def mcnemar(a_right: list[bool], b_right: list[bool]) -> tuple[int, int, float]:
@@ -84,7 +96,32 @@ def bootstrap_delta(
     return point, deltas[int(0.025 * len(deltas))], deltas[int(0.975 * len(deltas)) - 1]
 
 
-def compare(a_cases: list[Case], b_cases: list[Case], resamples: int = 1000) -> dict[str, Any]:
+def _m5_precision(cases: list[Case]) -> dict[str, Any]:
+    decided = [c for c in cases if c.predicted.get("mitigation") == "M5" and c.expected.get("mitigation")]
+    right = sum(c.expected["mitigation"] == "M5" for c in decided)
+    low, high = clopper_pearson(right, len(decided))
+    return {"right": right, "decided": len(decided), "low": low if decided else None, "high": high}
+
+
+def _paired(a: list[Case], b: list[Case], key: str, only: str | None = None) -> dict[str, Any]:
+    """McNemar on paired correctness of one label (`only`: just the cases whose truth is that label)."""
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x.expected.get(key) is not None]
+    if only is not None:
+        pairs = [(x, y) for x, y in pairs if x.expected[key] == only]
+    only_a, only_b, p_value = mcnemar(
+        [x.predicted.get(key) == x.expected[key] for x, _ in pairs],
+        [y.predicted.get(key) == y.expected[key] for _, y in pairs],
+    )
+    return {"only_a_right": only_a, "only_b_right": only_b, "p_value": p_value}
+
+
+def compare(
+    a_cases: list[Case],
+    b_cases: list[Case],
+    resamples: int = 1000,
+    a_figures: dict[str, Any] | None = None,
+    b_figures: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     by_id = {c.id: c for c in b_cases}
     a = [c for c in a_cases if c.id in by_id]
     b = [by_id[c.id] for c in a]
@@ -108,22 +145,43 @@ def compare(a_cases: list[Case], b_cases: list[Case], resamples: int = 1000) -> 
         "n": len(a),
         "deltas": deltas,
         "mcnemar_category": {"only_a_right": only_a, "only_b_right": only_b, "p_value": p_value},
+        "mcnemar_mitigation": _paired(a, b, "mitigation"),
+        "mcnemar_m5_recall": _paired(a, b, "mitigation", only="M5"),
+        "m5_precision_exact": {"a": _m5_precision(a), "b": _m5_precision(b)},
+        "m5_present": sum(c.expected.get("mitigation") == "M5" for c in a),
+        "runs": {"a": a_figures or {}, "b": b_figures or {}},
         "flipped": flipped,
     }
 
 
 def gate(comparison: dict[str, Any], alpha: float = 0.05) -> list[str]:
-    """Reasons the candidate (b) is significantly worse than the baseline (a); empty means it passes."""
+    """Reasons the candidate (b) must not replace the baseline (a); empty means it passes.
+
+    It fails on a significant loss (McNemar, p < alpha) in category accuracy, mitigation accuracy or M5
+    recall; when the exact 95 % lower bound of its M5 precision is under the floor (so a candidate that
+    never decides "no action", or decides it on too few cases to show it is right, does not pass); and
+    when its answers are mostly LLM fallbacks (it would not be the model it claims to be)."""
     reasons = []
-    test = comparison["mcnemar_category"]
-    if test["only_a_right"] > test["only_b_right"] and test["p_value"] < alpha:
+    for key, label in (
+        ("mcnemar_category", "category accuracy"),
+        ("mcnemar_mitigation", "mitigation accuracy"),
+        ("mcnemar_m5_recall", "M5 recall"),
+    ):
+        test = comparison[key]
+        if test["only_a_right"] > test["only_b_right"] and test["p_value"] < alpha:
+            reasons.append(
+                f"{label} worse: {test['only_a_right']} cases lost vs {test['only_b_right']} "
+                f"gained, McNemar p = {test['p_value']:.4f}"
+            )
+    m5 = comparison["m5_precision_exact"]["b"]
+    if comparison["m5_present"] and m5["decided"] == 0:
+        reasons.append("never decides M5 (no action) although the cases hold some: M5 precision cannot be shown")
+    elif m5["decided"] and m5["low"] < M5_PRECISION_FLOOR:
         reasons.append(
-            f"category accuracy worse: {test['only_a_right']} cases lost vs {test['only_b_right']} "
-            f"gained, McNemar p = {test['p_value']:.4f}"
+            f"M5 precision {m5['right']}/{m5['decided']}: its exact 95% lower bound {m5['low']:.3f} is under "
+            f"{M5_PRECISION_FLOOR:.2f}"
         )
-    m5 = comparison["deltas"]["m5_precision"]
-    if m5["ci95"][1] is not None and m5["ci95"][1] < 0:
-        reasons.append(
-            f"M5 precision worse: delta {m5['delta']:+.3f}, 95% CI {m5['ci95'][0]:+.3f}..{m5['ci95'][1]:+.3f}"
-        )
+    rate = (comparison["runs"].get("b") or {}).get("fallback_rate")
+    if isinstance(rate, int | float) and rate > MOSTLY_FALLBACKS:
+        reasons.append(f"{rate:.0%} of the candidate's cases fell back to the rulebook: mostly not its own answers")
     return reasons

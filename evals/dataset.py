@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +16,8 @@ from agent.schemas import Incident
 
 Split = Literal["all", "dev", "test"]
 _LABEL_KEYS = ("category", "subcategory", "mitigation")
+_CATEGORIES = ("A1", "A2", "A3", "A4")
+_ACTIONS = ("M1", "M2", "M3", "M4", "M5", "M6")
 
 
 class DatasetError(ValueError):
@@ -51,7 +54,30 @@ def parse_case(line: dict[str, Any]) -> Case:
     if not isinstance(labels_raw, dict):
         raise ValueError("labels must be an object")
     labels = {k: labels_raw.get(k) for k in _LABEL_KEYS}
+    _check_labels(labels)
     return Case(incident=incident, labels=labels, timeline=timeline, raw=line)
+
+
+@cache
+def _subcategories() -> dict[str, str]:
+    from agent.rulebook import load_rulebook
+
+    return {s.id: s.category for s in load_rulebook().subcategories.values()}
+
+
+def _check_labels(labels: dict[str, Any]) -> None:
+    """A label outside the taxonomy would be scored (and trained on) as if it meant something: refuse it."""
+    category, subcategory, action = labels["category"], labels["subcategory"], labels["mitigation"]
+    if category is not None and category not in _CATEGORIES:
+        raise ValueError(f"labels.category {category!r} is not one of {', '.join(_CATEGORIES)} (or null)")
+    if action is not None and action not in _ACTIONS:
+        raise ValueError(f"labels.mitigation {action!r} is not one of {', '.join(_ACTIONS)} (or null)")
+    if subcategory is not None:
+        owner = _subcategories().get(subcategory)
+        if owner is None:
+            raise ValueError(f"labels.subcategory {subcategory!r} is not a subcategory of the rulebook (or null)")
+        if category is not None and owner != category:
+            raise ValueError(f"labels.subcategory {subcategory!r} belongs to {owner}, not to {category}")
 
 
 def load_dataset(path: Path, split: Split = "all") -> list[Case]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 CATEGORIES = ("A1", "A2", "A3", "A4")
@@ -168,3 +169,41 @@ def calibration(
             {"bucket": [low, high], "n": len(members), "accuracy": accuracy, "mean_confidence": mean_confidence}
         )
     return {"buckets": rows, "ece": ece if total else None}
+
+
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed in log space so large n stays exact enough."""
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 1.0 if k >= n else 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    terms = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+        for i in range(k + 1)
+    ]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) interval of a proportion: conservative, never narrower than the
+    data allow. With 27 of 27 the lower bound is 0.872, not 1.0."""
+    if trials == 0:
+        return 0.0, 1.0
+    alpha = (1 - confidence) / 2
+
+    def solve(condition: Callable[[float], bool]) -> float:
+        low, high = 0.0, 1.0
+        for _ in range(60):
+            mid = (low + high) / 2
+            if condition(mid):
+                high = mid
+            else:
+                low = mid
+        return (low + high) / 2
+
+    # lower: the p at which seeing >= successes has probability alpha; upper: <= successes has alpha.
+    lower = 0.0 if successes == 0 else solve(lambda p: 1 - _binomial_cdf(successes - 1, trials, p) >= alpha)
+    upper = 1.0 if successes == trials else solve(lambda p: _binomial_cdf(successes, trials, p) <= alpha)
+    return lower, upper

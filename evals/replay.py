@@ -37,7 +37,13 @@ def replay_one(graph: Any, case: Case, context: TriageContext) -> CaseResult:
     return CaseResult(
         case_id=case.id,
         expected=case.labels,
-        predicted={k: report[k] for k in ("category", "subcategory", "mitigation", "status")},
+        # Which engine answered and why any fallback happened travel with the case, so a resumed eval
+        # run counts them for the cases it did not replay itself.
+        predicted={
+            **{k: report[k] for k in ("category", "subcategory", "mitigation", "status", "engine")},
+            "needs_human": bool(report.get("needs_human")),
+            "fallbacks": [{"stage": f["stage"], "kind": f["kind"]} for f in report.get("fallbacks", [])],
+        },
         confidence=float(report["confidence"]),
         latency_ms=latency,
         llm_calls=sum(u.get("calls", 0) for u in usage),

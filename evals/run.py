@@ -33,7 +33,19 @@ def _summary(stored: list[dict[str, Any]]) -> dict[str, Any]:
     )
     metrics["llm_calls"] = sum(c["llm_calls"] for c in stored)
     metrics["tokens"] = sum(c["tokens"] for c in stored)
+    metrics["needs_human_rate"] = sum(bool(c["predicted"].get("needs_human")) for c in stored) / len(stored)
     return metrics
+
+
+def engine_shares(stored: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which engine answered each case, and the share of cases where the LLM path fell back: a
+    candidate model whose answers are mostly the rulebook's is not the model it claims to be."""
+    engines: dict[str, int] = {}
+    for case in stored:
+        engine = str(case["predicted"].get("engine", "rulebook"))
+        engines[engine] = engines.get(engine, 0) + 1
+    fell_back = sum(1 for c in stored if any(f.get("kind") != "vetoed" for f in c["predicted"].get("fallbacks", [])))
+    return {"engines": engines, "fallback_rate": fell_back / len(stored) if stored else None}
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -128,7 +140,8 @@ def run_eval(args: argparse.Namespace) -> int:
         for r in results
     ]
     metrics = _summary(stored)
-    metrics["fallbacks"] = sum(len(r.fallbacks) for r in results)
+    metrics["fallbacks"] = sum(len(c["predicted"].get("fallbacks", [])) for c in stored)
+    metrics |= engine_shares(stored)
     price = settings.llm_cost_per_1k_tokens
     metrics["cost"] = round(metrics["tokens"] / 1000 * price, 6) if price and config["engine"] == "llm" else None
     if evals is not None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent.schemas import Incident
 from store.models import IncidentRow, SlaCheckRow
 from store.recorder import action_dict
 
@@ -31,6 +33,22 @@ class IncidentQueries:
             if incident.status in ("open", "proposed", "escalated", "awaiting_approval"):
                 incident.status = f"{incident.status}+alert_resolved" if incident.status != "open" else "alert_resolved"
             return True
+
+    def recent_occurrences(self, incident: Incident, since: datetime, limit: int = 2000) -> list[str]:
+        """Earlier incidents (not correlated duplicates) of the same alert on the same target since
+        `since`: the recurrence veto of "no action". Without an alert name nothing is matched."""
+        key = _recurrence_key(incident.model_dump(mode="json"))
+        if key is None:
+            return []
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(IncidentRow)
+                .where(IncidentRow.received_at >= since, IncidentRow.id != incident.id)
+                .where(IncidentRow.status != "correlated")
+                .order_by(IncidentRow.received_at.desc())
+                .limit(limit)
+            ).all()
+            return [r.id for r in rows if _recurrence_key(r.payload) == key]
 
     def list_incidents(self, limit: int = 50) -> list[dict[str, Any]]:
         with self._sessions() as session:
@@ -85,3 +103,12 @@ class IncidentQueries:
                 "received_at": incident.received_at.isoformat(),
                 "runs": runs,
             }
+
+
+def _recurrence_key(payload: dict[str, Any]) -> tuple[str, str] | None:
+    labels = (payload.get("alert") or {}).get("labels") or {}
+    alertname = labels.get("alertname")
+    if not alertname:
+        return None
+    target = next((labels[k] for k in ("deployment", "node", "pod", "service", "endpoint") if labels.get(k)), "")
+    return str(alertname), str(target)

@@ -29,6 +29,10 @@ class StoreRecorder:
         self._sessions = sessions
         self._engine = sessions.kw["bind"]
 
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self._sessions
+
     # ---- incidents and runs -------------------------------------------------------------
     def save_incident(
         self, incident: Incident, *, source: str, payload: dict[str, Any], fingerprint: str | None = None

@@ -57,6 +57,27 @@ def context(rulebook: Rulebook, policy: Policy) -> TriageContext:
     return TriageContext(rulebook=rulebook, policy=policy, recorder=MemoryRecorder())
 
 
+@pytest.fixture(scope="session")
+def embedder() -> Any:
+    from tools.embeddings import MiniLMEmbedder
+
+    return MiniLMEmbedder()
+
+
+@pytest.fixture(scope="session")
+def judgement() -> Any:
+    """The committed judgement artefact (agent/model/); rebuilt by scripts/setup when stale."""
+    from agent.judgement import DEFAULT_ARTEFACT, load_judgement
+
+    return load_judgement(DEFAULT_ARTEFACT, load_rulebook())
+
+
+@pytest.fixture
+def judged_context(context: TriageContext, judgement: Any, embedder: Any) -> TriageContext:
+    context.judgement, context.embedder = judgement, embedder
+    return context
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/mitigate.db"

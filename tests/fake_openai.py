@@ -5,6 +5,9 @@ Each request to /v1/chat/completions takes the next scripted behaviour:
   ("raw", text)     answer with text as the content (malformed output)
   ("status", code)  answer with an HTTP error
   ("sleep", secs)   wait before answering (a timeout, for a client with a shorter timeout)
+  ("slow_status", (secs, code))  wait, then answer with an HTTP error
+  ("runaway", None) a model that never stops: without `max_tokens` it keeps generating (the request
+                    hangs for a minute); with it, the server stops there (`finish_reason: length`)
 With an empty script, `responder(request_body)` (when given) picks the behaviour: a scripted model.
 With `json_schema=False` it refuses `response_format: json_schema` as llama-cpp-python's server does
 (a 500 naming the field), before the script is consulted.
@@ -59,6 +62,15 @@ class FakeOpenAI:
                 if kind == "sleep":
                     time.sleep(value)
                     kind, value = "json", {}
+                if kind == "slow_status":
+                    time.sleep(value[0])
+                    kind, value = "status", value[1]
+                finish, completion = "stop", 20
+                if kind == "runaway":
+                    if not body.get("max_tokens"):
+                        time.sleep(60)
+                    completion = int(body.get("max_tokens") or 0)
+                    kind, value, finish = "raw", '{"category": "A3", "rationale": "' + "and " * completion, "length"
                 if kind == "status":
                     self._send(value, {"error": {"message": "scripted failure", "type": "server_error"}})
                     return
@@ -71,9 +83,13 @@ class FakeOpenAI:
                         "created": 0,
                         "model": body["model"],
                         "choices": [
-                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+                            {"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content}}
                         ],
-                        "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+                        "usage": {
+                            "prompt_tokens": 100,
+                            "completion_tokens": completion,
+                            "total_tokens": 100 + completion,
+                        },
                     },
                 )
 

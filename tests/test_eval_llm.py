@@ -24,7 +24,8 @@ KEY = "sk-eval-secret-123"
 
 
 def toy_model(body: dict[str, Any]) -> tuple[str, Any]:
-    """Answers classification with a keyword or two and plans with escalation."""
+    """Answers classification with a keyword or two (quoting it as evidence) and always plans an
+    escalation: a model that agrees on easy categories and never lets anything be "no action"."""
     prompt = body["messages"][0]["content"]
     incident = prompt.rsplit("<incident>", 1)[-1]
     if body["response_format"]["json_schema"]["name"] == "plan":
@@ -35,8 +36,13 @@ def toy_model(body: dict[str, Any]) -> tuple[str, Any]:
         label = ("A3", "resource_exhaustion")
     else:
         label = ("unknown", "unknown")
-    answer = {"category": label[0], "subcategory": label[1], "confidence": 0.7, "rationale": "toy", "evidence": []}
+    evidence = [] if label[0] == "unknown" else ["a status code"]
+    answer = {"category": label[0], "subcategory": label[1], "confidence": 0.7, "rationale": "toy", "evidence": evidence}
     return "json", answer
+
+
+def babbling_model(body: dict[str, Any]) -> tuple[str, Any]:
+    return "raw", "Sure! Here is my analysis of the incident..."
 
 
 @pytest.fixture
@@ -91,35 +97,31 @@ def test_an_llm_eval_records_model_calls_tokens_and_cost(tmp_path, model):
     assert sum(c["tokens"] for c in stored) == out["tokens"]
 
 
+def _gate(tmp: Path, baseline: dict[str, Any], candidate: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    (tmp / "a.json").write_text(json.dumps(baseline))
+    (tmp / "b.json").write_text(json.dumps(candidate))
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", "eval", "gate", "--resamples", "300"]
+        + ["--baseline", str(tmp / "a.json"), "--candidate", str(tmp / "b.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_the_gate_refuses_a_weak_model_in_place_of_the_rulebook(tmp_path, model):
+    """The toy never lets anything be "no action": where it agrees with the category its plan (an
+    escalation) is taken, so M5 recall and mitigation accuracy drop, and the gate says so."""
     rulebook = _eval(tmp_path, "--engine", "rulebook", "--cases", "--no-store")
     llm = _eval(
         tmp_path,
         *("--engine", "llm", "--base-url", model.base_url, "--model", "toy-1", "--cases", "--no-store"),
         MITIGATE_LLM_API_KEY=KEY,
     )
-    (tmp_path / "a.json").write_text(json.dumps(rulebook))
-    (tmp_path / "b.json").write_text(json.dumps(llm))
-    gate = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "api.cli",
-            "eval",
-            "gate",
-            "--resamples",
-            "300",
-            "--baseline",
-            str(tmp_path / "a.json"),
-            "--candidate",
-            str(tmp_path / "b.json"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert gate.returncode == 1 and "category accuracy worse" in gate.stdout
+    gate = _gate(tmp_path, rulebook, llm)
+    assert gate.returncode == 1 and ("M5 recall worse" in gate.stdout or "mitigation accuracy worse" in gate.stdout)
+    assert _gate(tmp_path, rulebook, rulebook).returncode == 0  # the baseline passes against itself
     same = subprocess.run(
         [sys.executable, "-m", "api.cli", "eval", "compare", str(tmp_path / "a.json"), str(tmp_path / "a.json")],
         cwd=ROOT,
@@ -128,6 +130,22 @@ def test_the_gate_refuses_a_weak_model_in_place_of_the_rulebook(tmp_path, model)
         timeout=300,
     )
     assert same.returncode == 0 and "p = 1" in same.stdout.replace("p=", "p = ")
+    assert "fallback_rate" in same.stdout and "latency_ms_p95" in same.stdout
+
+
+def test_the_gate_refuses_a_candidate_whose_answers_are_mostly_fallbacks(tmp_path):
+    """A model that never answers in the schema leaves every case to the rulebook: its scores are the
+    rulebook's, so only its fallback rate tells the gate it is not the model it claims to be."""
+    rulebook = _eval(tmp_path, "--engine", "rulebook", "--cases", "--no-store", "--limit", "20")
+    with FakeOpenAI(responder=babbling_model) as babbler:
+        llm = _eval(
+            tmp_path,
+            *("--engine", "llm", "--base-url", babbler.base_url, "--cases", "--no-store", "--limit", "20"),
+        )
+    assert llm["fallback_rate"] == 1.0 and llm["engines"] == {"model": 20}
+    assert all(c["predicted"]["fallbacks"][0]["kind"] == "invalid_output" for c in llm["cases"])
+    gate = _gate(tmp_path, rulebook, llm)
+    assert gate.returncode == 1 and "fell back" in gate.stdout
 
 
 def test_limit_replays_only_the_first_cases_and_says_so(tmp_path):

@@ -1,36 +1,74 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from langgraph.runtime import Runtime
 
 from agent.context import TriageContext
+from agent.features import embedding_text
 from agent.llm import LLMFailure
+from agent.no_action import NoActionAssessment, assess
 from agent.nodes._common import incident_of, record
 from agent.precedents import combine
+from agent.schemas import Classification, Incident
 from agent.state import TriageState
+from agent.verdicts import from_judgement, no_action_decision, rulebook_alone, with_llm
+
+
+def _recent_occurrences(ctx: TriageContext, incident: Incident) -> list[str] | None:
+    if ctx.history is None:
+        return None
+    since = ctx.clock() - timedelta(days=ctx.rulebook.no_action.history_days)
+    try:
+        return ctx.history.recent_occurrences(incident, since)
+    except Exception:  # history is a veto's input: unreadable history must not allow what it would forbid
+        return ["incident history unreadable"]
+
+
+def _judged(
+    ctx: TriageContext, state: TriageState, incident: Incident, assessment: NoActionAssessment
+) -> tuple[Classification, float | None, float | None, str | None]:
+    """The calibrated model's answer when it is loaded, else the rulebook's (and why)."""
+    answer = ctx.rulebook.classify(incident)
+    if ctx.judgement is None or ctx.embedder is None:
+        why = ctx.judgement_problem or "no judgement model configured"
+        precedented = combine(ctx.rulebook, answer, state.get("precedents", []))
+        return rulebook_alone(precedented, why), None, None, f"rulebook alone: {why}"
+    try:
+        embedding = ctx.embedder.embed_one(embedding_text(incident))
+        result = ctx.judgement.judge(ctx.rulebook, incident, assessment, embedding)
+    except Exception as exc:  # the model is an aid: a failure of it falls back to the rulebook, said plainly
+        why = f"judgement model failed: {type(exc).__name__}: {exc}"
+        return rulebook_alone(answer, why), None, None, f"rulebook alone: {why}"
+    judged = from_judgement(ctx.rulebook, incident, answer, result, ctx.judgement)
+    return judged, result.no_action_probability, ctx.judgement.no_action_threshold, None
 
 
 def classify(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any]:
-    """Rulebook first (it is also the fallback); the LLM's answer wins only when it is valid."""
+    """The calibrated model over the rulebook's evidence (the rulebook alone when the model is not
+    loaded); an LLM's answer is weighed against it by `with_llm`. "No action" is assessed here too, from
+    the same reading of the incident, and decided by `no_action_decision`."""
     ctx = runtime.context
     incident = incident_of(state)
-    result = combine(ctx.rulebook, ctx.rulebook.classify(incident), state.get("precedents", []))
+    assessment = assess(ctx.rulebook.no_action, incident, _recent_occurrences(ctx, incident))
+    result, probability, threshold, degraded = _judged(ctx, state, incident, assessment)
     update: dict[str, Any] = {}
     if ctx.llm is not None:
         try:
-            llm_result, usage = ctx.llm.classify(incident, state.get("precedents", []))
+            llm_result, usage = ctx.llm.classify(incident, state.get("precedents", []), result, assessment)
             update["llm_usage"] = [{"stage": "classify", **usage.as_dict()}]
-            result = llm_result
+            result, note = with_llm(result, llm_result)
+            update["llm_verdict"] = note
         except LLMFailure as failure:
             update["fallbacks"] = [{"stage": "classify", "kind": failure.kind, "detail": failure.detail[:500]}]
             update["llm_usage"] = [{"stage": "classify", **failure.usage.as_dict()}]
     update["classification"] = result.model_dump(mode="json")
-    record(
-        runtime,
-        state,
-        "classify",
-        f"{result.category}/{result.subcategory} at {result.confidence:.2f} by {result.engine}",
-        update["classification"],
-    )
+    update["no_action"] = no_action_decision(assessment, probability, threshold)
+    if degraded:
+        update["degraded"] = degraded
+    summary = f"{result.category}/{result.subcategory} at {result.confidence:.2f} by {result.engine}"
+    if result.needs_human:
+        summary += " (needs a human)"
+    record(runtime, state, "classify", summary, {**update["classification"], "no_action": update["no_action"]})
     return update

@@ -4,6 +4,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from agent.canonical import canonicalise
 from agent.context import TriageContext
 from agent.entities import extract_entities
 from agent.nodes._common import incident_of, record
@@ -25,5 +26,11 @@ def intake(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any
             data["live_signals"] = live
         except Exception as exc:  # telemetry is advisory: triage goes on with what the incident says
             data["telemetry_error"] = f"{type(exc).__name__}: {exc}"
+    # Exporter names (vllm:*, DCGM_*, success_rate, *_ms) become the canonical signals every rule reads;
+    # the incident's own readings win, and names nothing reads stay listed.
+    canonical = canonicalise(incident.signals)
+    incident = incident.model_copy(update={"signals": {**incident.signals, **canonical.signals}})
+    names = {"converted": canonical.converted, "unmapped": canonical.unmapped}
+    data["signal_names"] = names
     record(runtime, state, "intake", f"incident {incident.id}: {incident.title[:120]}", data)
-    return {"incident": incident.model_dump(mode="json"), "entities": entities}
+    return {"incident": incident.model_dump(mode="json"), "entities": entities, "signal_names": names}

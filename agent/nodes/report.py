@@ -27,6 +27,14 @@ def run_status(state: TriageState) -> str:
 def _honest_notes(state: TriageState) -> list[str]:
     """What was not done or not checked, said plainly."""
     notes = []
+    if state.get("degraded"):
+        notes.append(f"{state['degraded']} (its answers are not calibrated)")
+    classification = state.get("classification") or {}
+    if classification.get("needs_human"):
+        notes.append(f"needs a human: {classification.get('needs_human_reason') or 'low confidence'}")
+    unmapped = (state.get("signal_names") or {}).get("unmapped") or []
+    if unmapped:
+        notes.append(f"signals no rule reads: {', '.join(unmapped[:20])}")
     retrieval = state.get("retrieval") or {}
     if retrieval.get("status") != "ok":
         notes.append(retrieval.get("note", "no precedents"))
@@ -59,7 +67,14 @@ def report(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any
         "category": classification["category"],
         "subcategory": classification["subcategory"],
         "confidence": classification["confidence"],
+        "needs_human": classification.get("needs_human", False),
+        "needs_human_reason": classification.get("needs_human_reason", ""),
+        "probabilities": classification.get("probabilities", {}),
         "engine": classification["engine"],
+        "model": None if state.get("degraded") else runtime.context.judgement and runtime.context.judgement.version,
+        "no_action": state.get("no_action"),
+        "signal_names": state.get("signal_names"),
+        "llm_verdict": state.get("llm_verdict"),
         "mitigation": plan["mitigation"],
         "plan": plan,
         "evidence": classification.get("evidence", []),

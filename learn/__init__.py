@@ -1,0 +1,1 @@
+"""Training and cross-validation of the learned judgement (agent/judgement.py) over labelled sources."""
