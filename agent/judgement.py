@@ -50,14 +50,16 @@ class LinearHead:
     temperature: float = 1.0
 
     def logits(self, vectors: np.ndarray) -> np.ndarray:
+        """One column per class; a binary head's single score stands for its second class (as in
+        scikit-learn), so the first class gets 0 and a softmax over the two is the sigmoid."""
         z = (vectors[:, self.columns] - self.mean) / self.scale
-        return np.asarray(z @ self.coef.T + self.intercept)
+        raw = np.asarray(z @ self.coef.T + self.intercept)
+        if len(self.classes) == 2 and raw.shape[1] == 1:
+            return np.concatenate([np.zeros_like(raw), raw], axis=1)
+        return raw
 
     def proba(self, vectors: np.ndarray) -> np.ndarray:
         logits = self.logits(vectors) / self.temperature
-        if len(self.classes) == 2 and logits.shape[1] == 1:
-            positive = 1.0 / (1.0 + np.exp(-logits[:, 0]))
-            return np.stack([1.0 - positive, positive], axis=1)
         logits = logits - logits.max(axis=1, keepdims=True)
         weights = np.exp(logits)
         return np.asarray(weights / weights.sum(axis=1, keepdims=True))

@@ -44,6 +44,8 @@ class Veto:
 @dataclass(frozen=True)
 class NoActionRules:
     ongoing_above: dict[str, float]
+    low_volume_rps: float  # under this request rate, a share of requests is noise, not impact
+    sla_floor: float  # an SLA reading without its target is ongoing impact under this
     evidence: dict[str, tuple[re.Pattern[str], ...]]
     vetoes: dict[str, Veto]
     xid_codes: frozenset[int]
@@ -110,6 +112,8 @@ def parse_no_action(raw: Mapping[str, Any]) -> NoActionRules:
             )
         return NoActionRules(
             ongoing_above={str(k): float(v) for k, v in raw["ongoing_above"].items()},
+            low_volume_rps=float(raw.get("low_volume_rps", 0.0)),
+            sla_floor=float(raw.get("sla_floor_without_target", DEFAULT_SLA_TARGET)),
             evidence=evidence,
             vetoes=vetoes,
             xid_codes=frozenset(int(c) for c in raw["vetoes"]["hardware_error"].get("xid_codes", [])),
@@ -133,18 +137,23 @@ def _matches(patterns: tuple[re.Pattern[str], ...], text: str, ignore: re.Patter
     return seen
 
 
+_SHARES = frozenset({"error_rate", "http_408_rate", "http_429_rate", "http_5xx_rate", "http_4xx_rate", "sla"})
+
+
 def _signal_readings(rules: NoActionRules, signals: Mapping[str, float]) -> tuple[list[str], list[str]]:
     recovered, ongoing = [], []
+    # One failed request out of four is a 25 % error rate: at a trickle of traffic, shares say nothing.
+    trickle = signals.get("request_rate_rps", float("inf")) < rules.low_volume_rps
     for metric, limit in rules.ongoing_above.items():
-        if metric not in signals:
+        if metric not in signals or (trickle and metric in _SHARES):
             continue
         now, peak = signals[metric], signals.get(f"{metric}_peak")
         if now >= limit:
             ongoing.append(f"{metric}={now:g} at or above {limit:g}")
         elif peak is not None and peak >= limit:
             recovered.append(f"{metric} back to {now:g} (peak {peak:g}, threshold {limit:g})")
-    if "sla" in signals:
-        target = signals.get("sla_target", DEFAULT_SLA_TARGET)
+    if "sla" in signals and not trickle:
+        target = signals.get("sla_target", rules.sla_floor)
         if signals["sla"] < target:
             ongoing.append(f"SLA {signals['sla']:g} below target {target:g}")
         elif signals.get("sla_peak") is not None or "sla_target" in signals:

@@ -23,10 +23,7 @@ PRECEDENTS_NEVER_CHOOSE = frozenset({"M5", "M6"})  # "no action" and deletion ne
 
 
 def _alternative_applies(alt: Alternative, incident: Incident) -> bool:
-    text = incident.text()
-    if any(p.search(text) for p in alt.phrases):
-        return True
-    return any(rule.holds(incident.signals) is not None for rule in alt.signals)
+    return alt.applies(incident.text(), incident.signals)
 
 
 def _target(kind: str, entities: dict[str, str]) -> Target:
@@ -119,11 +116,12 @@ def plan(
         )
 
     rule = sub.plan
-    action, operation = rule.default, rule.operation
+    action, operation, target = rule.default, rule.operation, rule.target
     chosen_by = "the rulebook's playbook"
-    for alt in rule.alternatives:
+    shared = [a for a in rulebook.shared_alternatives if sub.category in a.categories]
+    for alt in (*rule.alternatives, *shared):
         if _alternative_applies(alt, incident):
-            action, operation = alt.action, alt.operation
+            action, operation, target = alt.action, alt.operation, alt.target or rule.target
             chosen_by = "the playbook's alternative for what the incident shows"
             break
     else:
@@ -141,7 +139,7 @@ def plan(
         f"{action} ({operation.replace('_', ' ')}).{why_not_m5}"
         f"{precedent_note(precedents, classification.subcategory)}"
     )
-    return build_plan(policy, incident, entities, action, operation, rule.target, rationale, no_action_checks=checks)
+    return build_plan(policy, incident, entities, action, operation, target, rationale, no_action_checks=checks)
 
 
 # The operation used when something other than the rulebook (the LLM) picks only the action.

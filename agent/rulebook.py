@@ -62,10 +62,21 @@ class SignalRule:
 
 @dataclass(frozen=True)
 class Alternative:
+    """An action other than the playbook's default, chosen by its own evidence: any of `phrases` or
+    `signals`, and (when given) also one of `also` (evidence that needs two facts, such as "a new
+    deployment" and "a good one still serves")."""
+
     action: str
     operation: str
     phrases: tuple[re.Pattern[str], ...] = ()
     signals: tuple[SignalRule, ...] = ()
+    also: tuple[re.Pattern[str], ...] = ()
+    target: str | None = None
+    categories: frozenset[str] = frozenset()  # shared alternatives: the categories they apply to
+
+    def applies(self, text: str, signals: Mapping[str, float]) -> bool:
+        seen = any(p.search(text) for p in self.phrases) or any(r.holds(signals) is not None for r in self.signals)
+        return seen and (not self.also or any(p.search(text) for p in self.also))
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,7 @@ class Rulebook:
     categories: dict[str, dict[str, str]]
     actions: dict[str, str]
     subcategories: dict[str, Subcategory]
+    shared_alternatives: tuple[Alternative, ...]
     no_action: NoActionRules
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
@@ -126,18 +138,21 @@ def _signal(item: dict[str, Any], where: str) -> SignalRule:
     return SignalRule(str(item["metric"]), str(item["op"]), float(item["value"]), float(item.get("w", 0)))
 
 
+def _alternative(alt: dict[str, Any], where: str) -> Alternative:
+    when = alt.get("when", {})
+    return Alternative(
+        action=str(alt["action"]),
+        operation=str(alt["operation"]),
+        phrases=tuple(_compile(p, where) for p in when.get("phrases", [])),
+        signals=tuple(_signal(s, where) for s in when.get("signals", [])),
+        also=tuple(_compile(p, where) for p in when.get("also", [])),
+        target=alt.get("target"),
+        categories=frozenset(alt.get("categories", [])),
+    )
+
+
 def _plan(raw: dict[str, Any], where: str) -> PlanRule:
-    alternatives = []
-    for alt in raw.get("alternatives", []):
-        when = alt.get("when", {})
-        alternatives.append(
-            Alternative(
-                action=str(alt["action"]),
-                operation=str(alt["operation"]),
-                phrases=tuple(_compile(p, where) for p in when.get("phrases", [])),
-                signals=tuple(_signal(s, where) for s in when.get("signals", [])),
-            )
-        )
+    alternatives = [_alternative(alt, where) for alt in raw.get("alternatives", [])]
     return PlanRule(
         default=str(raw["default"]),
         operation=str(raw["operation"]),
@@ -182,6 +197,10 @@ def parse_rulebook(text: str) -> Rulebook:
             categories=data["categories"],
             actions={str(k): str(v) for k, v in data["actions"].items()},
             subcategories=subs,
+            shared_alternatives=tuple(
+                _alternative(alt, f"shared_alternatives.{name}")
+                for name, alt in (data.get("shared_alternatives") or {}).items()
+            ),
             no_action=parse_no_action(data["no_action"]),
             raw=data,
         )

@@ -4,6 +4,7 @@ worker; the graph does the rest."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ from api.settings import Settings, get_settings
 from api.wiring import Store, make_context, open_checkpointer, open_store
 from api.worker import RunWorker
 from store.incident_queries import IncidentQueries
+
+log = logging.getLogger("mitigate")
 
 
 @dataclass
@@ -74,6 +77,9 @@ def create_app(
                 for hook in hooks:
                     hook(outcome)
 
+            problem = getattr(make(), "judgement_problem", None)
+            if problem:  # named once at start-up, and on /readyz and in every report after
+                log.warning("judgement model not used, triaging with the rulebook alone: %s", problem)
             worker = RunWorker(store.recorder, make, checkpointer, settings.worker_threads, on_outcome)
             app.state.service = Service(
                 settings,

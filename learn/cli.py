@@ -35,6 +35,7 @@ def cmd_model_train(args: argparse.Namespace) -> int:
     from api.wiring import shared_embedder
     from learn.model import train_model
     from learn.sources import SourceError
+    from learn.train import TrainingError
 
     paths = _paths(args)
     if isinstance(paths, str):
@@ -49,7 +50,7 @@ def cmd_model_train(args: argparse.Namespace) -> int:
             out,
             _progress,
         )
-    except SourceError as exc:
+    except (SourceError, TrainingError) as exc:
         return _fail(f"{exc} (nothing was trained)")
     if args.json:
         print(json.dumps(metadata))
@@ -122,8 +123,11 @@ def cmd_model_check(args: argparse.Namespace) -> int:
     if now != judgement.metadata.get("data"):
         changed = sorted(set(now.items()) ^ set((judgement.metadata.get("data") or {}).items()))
         names = sorted({name for name, _ in changed})
-        print(f"mitigate: model {judgement.version} was trained on other data ({', '.join(names)} changed); "
-              "rebuild it with `mitigate model train`", file=sys.stderr)
+        print(
+            f"mitigate: model {judgement.version} was trained on other data ({', '.join(names)} changed); "
+            "rebuild it with `mitigate model train`",
+            file=sys.stderr,
+        )
         return 1
     print(f"model {judgement.version} is current")
     return 0

@@ -102,8 +102,17 @@ def vectors(
     return np.stack(out)
 
 
+class TrainingError(ValueError):
+    """The labelled cases cannot train a head (the message says which and why)."""
+
+
 def _fit_head(x: np.ndarray, y: np.ndarray, c: float, columns: np.ndarray, weights: np.ndarray) -> LinearHead:
     from sklearn.linear_model import LogisticRegression
+
+    if len(set(y.tolist())) < 2:
+        raise TrainingError(
+            f"the labelled cases hold a single class ({sorted(set(y.tolist()))}): nothing to tell apart"
+        )
 
     sub = x[:, columns]
     mean = sub.mean(axis=0)
@@ -246,7 +255,7 @@ def fit_judgement(
         for p, logits in zip(position, sub_raw, strict=True):
             sub_logits[int(p)] = dict(zip(heads.subcategory.classes, logits.tolist(), strict=True))
         towards_m5 = 1.0 if heads.no_action.classes[1] == "M5" else -1.0  # scikit-learn points to classes_[1]
-        m5_logit[position] = towards_m5 * heads.no_action.logits(x_held)[:, 0]
+        m5_logit[position] = towards_m5 * heads.no_action.logits(x_held)[:, 1]
 
     labelled = data.category[rows] != ""
     t_category = fit_temperature(cat_logits[labelled], _index(CATEGORIES, data.category[rows][labelled]))

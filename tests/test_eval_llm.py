@@ -37,7 +37,13 @@ def toy_model(body: dict[str, Any]) -> tuple[str, Any]:
     else:
         label = ("unknown", "unknown")
     evidence = [] if label[0] == "unknown" else ["a status code"]
-    answer = {"category": label[0], "subcategory": label[1], "confidence": 0.7, "rationale": "toy", "evidence": evidence}
+    answer = {
+        "category": label[0],
+        "subcategory": label[1],
+        "confidence": 0.7,
+        "rationale": "toy",
+        "evidence": evidence,
+    }
     return "json", answer
 
 
@@ -101,8 +107,10 @@ def _gate(tmp: Path, baseline: dict[str, Any], candidate: dict[str, Any]) -> sub
     (tmp / "a.json").write_text(json.dumps(baseline))
     (tmp / "b.json").write_text(json.dumps(candidate))
     return subprocess.run(
-        [sys.executable, "-m", "api.cli", "eval", "gate", "--resamples", "300"]
-        + ["--baseline", str(tmp / "a.json"), "--candidate", str(tmp / "b.json")],
+        [
+            *(sys.executable, "-m", "api.cli", "eval", "gate", "--resamples", "300"),
+            *("--baseline", str(tmp / "a.json"), "--candidate", str(tmp / "b.json")),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -36,10 +36,16 @@ async def readyz(service: ServiceDep, response: Response) -> dict[str, Any]:
             checks["checkpointer"] = f"error: {type(exc).__name__}"
         context = service.make_context()
         checks["retriever"] = "ok" if context.retriever is not None else "not_configured"
+        # Without the model triage still works (the rulebook alone, uncalibrated): ready, but said.
+        problem = context.judgement_problem
+        if context.judgement is not None:
+            checks["judgement"] = f"ok: model {context.judgement.version}"
+        else:
+            checks["judgement"] = f"degraded: {problem or 'no judgement model configured'}"
         return checks
 
     checks = await run_in_threadpool(check)
-    ready = all(v in ("ok", "not_configured") for v in checks.values())
+    ready = all(v in ("ok", "not_configured") or v.startswith(("ok:", "degraded:")) for v in checks.values())
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return {"ready": ready, "checks": checks}
