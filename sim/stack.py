@@ -109,21 +109,20 @@ def plan(
 ) -> list[Injection]:
     rng = random.Random(seed)
     cases: list[tuple[Placed, ...]]
+    single = catalogue(tiers, faults or (UNSEEN if stress == "unseen" else SEEN))
+    # Two concurrent faults need two targets to put them on.
+    if len({p.target for p in single}) < (2 if stress == "two_faults" else 1):
+        raise ValueError(f"too few faults apply to the tiers {', '.join(tiers)} for the {stress} matrix")
     if stress == "unseen":
-        single = catalogue(tiers, faults or UNSEEN)
         cases = [(p,) for _ in range(schedule.repeats * 3) for p in single]
+    elif stress == "two_faults":
+        cases = []
+        while len(cases) < schedule.repeats * 12:
+            a, b = rng.sample(single, 2)
+            if a.target != b.target:
+                cases.append((a, b))
     else:
-        single = catalogue(tiers, faults or SEEN)
-        if not single:
-            raise ValueError(f"no fault applies to the tiers {tiers}")
-        if stress == "two_faults":
-            cases = []
-            while len(cases) < schedule.repeats * 12:
-                a, b = rng.sample(single, 2)
-                if a.target != b.target:
-                    cases.append((a, b))
-        else:
-            cases = [(p,) for _ in range(schedule.repeats) for p in single]
+        cases = [(p,) for _ in range(schedule.repeats) for p in single]
     rng.shuffle(cases)
     out = []
     for i, placed in enumerate(cases):

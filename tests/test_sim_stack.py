@@ -195,6 +195,10 @@ def test_the_default_plan_covers_every_tier_and_seen_fault_and_the_stresses_do_w
     unseen = stack.plan(schedule, 0.0, seed=1, stress="unseen")
     assert {p.fault for i in unseen for p in i.faults} == {"slow_disk", "noisy_neighbour"}
     assert [i.start for i in plan] == sorted(i.start for i in plan)
+    with pytest.raises(ValueError):  # every head fault sits on the head: no second target for a pair
+        stack.plan(schedule, 0.0, seed=1, tiers=("head",), stress="two_faults")
+    with pytest.raises(ValueError):
+        stack.plan(schedule, 0.0, seed=1, tiers=("worker",), stress="unseen")
 
 
 def test_background_anomalies_never_sit_on_a_root_cause_during_its_windows():
