@@ -72,6 +72,11 @@ def run_matrix(
 ) -> dict[str, Any]:
     from prometheus_api_client import PrometheusConnect
 
+    if workdir is None:  # ~200 MB of OpenMetrics and blocks for the default matrix: not left behind
+        with tempfile.TemporaryDirectory(prefix="mitigate-rca-") as scratch:
+            return run_matrix(
+                schedule, seed=seed, noise=noise, tiers=tiers, faults=faults, stress=stress, workdir=Path(scratch)
+            )
     schedule = schedule or stack.Schedule()
     if shutil.which("promtool") is None or shutil.which("prometheus") is None:
         raise RuntimeError("needs Debian's prometheus package (promtool, prometheus): scripts/apt-need prometheus")
@@ -82,7 +87,7 @@ def run_matrix(
     total_s = injections[-1].start + schedule.fault_s + schedule.cooldown_s + 20
     origin = stack.anchor(total_s)
     injections = stack.plan(schedule, origin, seed, tiers=tiers, faults=faults, stress=stress)
-    base = Path(workdir or tempfile.mkdtemp(prefix="mitigate-rca-"))
+    base = Path(workdir)
     base.mkdir(parents=True, exist_ok=True)
     openmetrics, data = base / "telemetry.om", base / "data"
     shutil.rmtree(data, ignore_errors=True)
