@@ -1,32 +1,36 @@
-"""`mitigate rca eval`: the fault-localisation experiment of Scheinert et al. (section 4.3, Table 1) on
-the simulated serving stack. 120 injections (four faults x three workers x ten) are simulated, written
-as OpenMetrics, backfilled into a real Prometheus with promtool, and every method receives the same
-per-pod telemetry by range queries: the pre-fault window and the one-minute fault window.
+"""`mitigate rca eval`: fault localisation on the simulated serving stack, the RCA paper's experiment
+(Scheinert et al., section 4.3, Table 1) made harder and fairer (sim/stack.py): faults on every tier
+with their downstream effects, realistic noise, twelve candidates, and every method on the same data.
 
-Methods: random; NSigma and BARO on the paper's "fundamental system telemetry" (CPU, memory, network,
-GPU utilisation and memory), as in Table 1; the same two on every signal (power and the LLM-level
-signals too), to separate what the telemetry contributes from what the method does; and the
-serving-aware method (tools/rca/methods.py), which reads the LLM-level signals along the request path.
+The schedule is simulated, written as OpenMetrics, backfilled into a real Prometheus with promtool,
+and every method receives, per injection, the same range-query windows (evals/rca_queries.py). The
+methods see the windows (and the graph-aware ones the stack's structure); never the injection.
 """
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from evals.rca_queries import prometheus_on, windows_for
+from evals.rca_score import Case, tables
 from sim import stack
-from tools.rca import methods
+from sim.stack_faults import SEEN, STACK_FAULTS, TIERS, UNSEEN
+from sim.stack_noise import Noise
+from sim.stack_telemetry import generate
+from tools.rca.circa import circa
+from tools.rca.methods import EVERYTHING, Candidate, Topology, Windows, baro, nsigma, random_ranking
+from tools.rca.serving import serving_aware
+from tools.rca.walk import random_walk
 
-# Table 1 of Scheinert et al.: AC@1, AC@3, Avg@5 per fault type.
+# Table 1 of Scheinert et al.: AC@1, AC@3, Avg@5 per fault type (faults on the workers only).
 PAPER = {
     "NSigma": {"cpu_hog": (1.00, 1.00, 1.00), "memory_leak": (0.70, 0.90, 0.87),
                "network_latency": (0.93, 1.00, 0.99), "gpu_throttle": (0.17, 0.63, 0.55)},
@@ -37,179 +41,120 @@ PAPER = {
     "Random": {"cpu_hog": (0.17, 0.50, 0.51), "memory_leak": (0.10, 0.43, 0.47),
                "network_latency": (0.30, 0.57, 0.58), "gpu_throttle": (0.23, 0.63, 0.57)},
 }  # fmt: skip
-RATE = "30s"
+TOPOLOGY = Topology(calls=stack.CALLS, hosts=stack.HOSTS)
+STRESS_NOISE = 3.0  # `--stress noise`: three times the noise level
 
 
-def _mean(histogram: str) -> str:
-    return f"rate({histogram}_sum[{RATE}]) / rate({histogram}_count[{RATE}])"
+def rank_all(windows: Windows, topology: Topology, case_seed: int) -> dict[str, list[Candidate]]:
+    """Every method on the same windows. Deliberately given nothing about the injection."""
+    return {
+        "Random": random_ranking(windows, case_seed),
+        "NSigma": nsigma(windows),
+        "BARO": baro(windows),
+        "NSigma (all signals)": nsigma(windows, EVERYTHING),
+        "BARO (all signals)": baro(windows, EVERYTHING),
+        "CIRCA (regression)": circa(windows, topology),
+        "MicroRCA (random walk)": random_walk(windows, topology),
+        "serving-aware (no topology)": serving_aware(windows),
+        "serving-aware": serving_aware(windows, topology),
+    }
 
 
-QUERIES = {
-    "cpu_cores": f"rate(container_cpu_usage_seconds_total[{RATE}])",
-    "memory_bytes": "container_memory_working_set_bytes",
-    "network_rx_bytes_per_s": f"rate(container_network_receive_bytes_total[{RATE}])",
-    "gpu_util": "DCGM_FI_DEV_GPU_UTIL",
-    "gpu_memory_bytes": "DCGM_FI_DEV_FB_USED * 2^20",
-    "gpu_power_w": "DCGM_FI_DEV_POWER_USAGE",
-    "ttft_s": _mean("vllm:time_to_first_token_seconds"),
-    "tpot_s": _mean("vllm:time_per_output_token_seconds"),
-    # The engines' own end-to-end latency, and the latency of what the gateway and the router forward.
-    "e2e_s": " or ".join(
-        _mean(h) for h in ("vllm:e2e_request_latency_seconds", "nginx_http_request_duration_seconds",
-                           "ray_serve_request_latency_seconds")
-    ),
-    "tokens_per_s": f"rate(vllm:generation_tokens_total[{RATE}])",
-    "queue": "vllm:num_requests_waiting",
-    "kv_cache": "vllm:gpu_cache_usage_perc",
-    "restarts": "kube_pod_container_status_restarts_total",
-}  # fmt: skip
-EVERYTHING = (*methods.RESOURCE, "gpu_power_w", *methods.SERVING)
-
-
-@contextlib.contextmanager
-def prometheus_on(data: Path) -> Iterator[str]:
-    """A real Prometheus serving the blocks in `data` (nothing to scrape), on a free loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = data.parent / "prometheus.yml"
-    config.write_text("global: {scrape_interval: 1m}\n")
-    log = (data.parent / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [
-            "prometheus",
-            f"--config.file={config}",
-            f"--storage.tsdb.path={data}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--storage.tsdb.retention.time=2d",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import httpx
-
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {(data.parent / 'prometheus.log').read_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError("prometheus did not become ready within 60 s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def windows_for(prom: Any, injection: stack.Injection, schedule: stack.Schedule) -> methods.Windows:
-    """Per pod and metric, the pre-fault and fault-window samples, by range queries."""
-    from datetime import UTC, datetime
-
-    start = datetime.fromtimestamp(injection.start - schedule.pre_s, UTC)
-    end = datetime.fromtimestamp(injection.start + schedule.fault_s, UTC)
-    out: dict[str, dict[str, tuple[list[float], list[float]]]] = {pod: {} for pod in stack.PODS}
-    for metric, query in QUERIES.items():
-        for series in prom.custom_query_range(query, start_time=start, end_time=end, step=f"{schedule.step_s}s"):
-            pod = series["metric"].get("pod")
-            if pod not in out:
-                continue
-            pre: list[float] = []
-            fault: list[float] = []
-            for ts, value in series["values"]:
-                (pre if float(ts) < injection.start else fault).append(float(value))
-            out[pod][metric] = (pre, fault)
-    return out
-
-
-def run_matrix(schedule: stack.Schedule | None = None, seed: int = 4, workdir: Path | None = None) -> dict[str, Any]:
+def run_matrix(
+    schedule: stack.Schedule | None = None,
+    *,
+    seed: int = 4,
+    noise: float = 0.05,
+    tiers: tuple[str, ...] = TIERS,
+    faults: tuple[str, ...] | None = None,
+    stress: str = "none",
+    workdir: Path | None = None,
+) -> dict[str, Any]:
     from prometheus_api_client import PrometheusConnect
 
+    if workdir is None:  # ~200 MB of OpenMetrics and blocks for the default matrix: not left behind
+        with tempfile.TemporaryDirectory(prefix="mitigate-rca-") as scratch:
+            return run_matrix(
+                schedule, seed=seed, noise=noise, tiers=tiers, faults=faults, stress=stress, workdir=Path(scratch)
+            )
     schedule = schedule or stack.Schedule()
     if shutil.which("promtool") is None or shutil.which("prometheus") is None:
         raise RuntimeError("needs Debian's prometheus package (promtool, prometheus): scripts/apt-need prometheus")
-    base = Path(workdir or tempfile.mkdtemp(prefix="mitigate-rca-"))
+    level = noise * STRESS_NOISE if stress == "noise" else noise
+    timings: dict[str, float] = {}
+    started = clock = time.monotonic()
+    injections = stack.plan(schedule, 0.0, seed, tiers=tiers, faults=faults, stress=stress)
+    total_s = injections[-1].start + schedule.fault_s + schedule.cooldown_s + 20
+    origin = stack.anchor(total_s)
+    injections = stack.plan(schedule, origin, seed, tiers=tiers, faults=faults, stress=stress)
+    base = Path(workdir)
     base.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
     openmetrics, data = base / "telemetry.om", base / "data"
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir()
     with openmetrics.open("w") as out:
-        injections = stack.generate(out, schedule, stack.anchor(schedule, seed), seed)
+        stats = generate(out, schedule, injections, origin, Noise(level), seed)
+    timings["simulate"], clock = time.monotonic() - clock, time.monotonic()
     subprocess.run(
         ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(openmetrics), str(data)],
         check=True,
         capture_output=True,
     )
-    topology = methods.Topology(stack.DOWNSTREAM, stack.WORKERS)
-    ranked: dict[str, dict[str, list[tuple[list[methods.Candidate], str]]]] = {}
+    timings["backfill"], clock = time.monotonic() - clock, time.monotonic()
+    ranked: dict[str, list[Case]] = {}
+    labels = []
     changes: dict[str, dict[str, list[float]]] = {}
+    query_s = 0.0
     with prometheus_on(data) as url:
         prom = PrometheusConnect(url=url)
+        timings["start_prometheus"], clock = time.monotonic() - clock, time.monotonic()
         for n, injection in enumerate(injections):
-            windows = windows_for(prom, injection, schedule)
-            for metric, (pre, fault) in windows[injection.pod].items():
-                if pre and fault:
-                    before, during = float(np.median(pre)), float(np.median(fault))
-                    changes.setdefault(injection.fault, {}).setdefault(metric, []).append(
-                        during / before if before else float("nan")
-                    )
-            results = {
-                "Random": methods.random_ranking(windows, seed * 1000 + n),
-                "NSigma": methods.nsigma(windows),
-                "BARO": methods.baro(windows),
-                "NSigma (all signals)": methods.nsigma(windows, EVERYTHING),
-                "BARO (all signals)": methods.baro(windows, EVERYTHING),
-                "serving-aware (no topology)": methods.serving_aware(windows, methods.Topology({}, stack.WORKERS)),
-                "serving-aware": methods.serving_aware(windows, topology),
-            }
-            for method, ranking in results.items():
-                ranked.setdefault(method, {}).setdefault(injection.fault, []).append((ranking, injection.pod))
-    table = {
-        method: {
-            fault: {
-                "AC@1": methods.ac_at(cases, 1),
-                "AC@3": methods.ac_at(cases, 3),
-                "Avg@5": methods.avg_at(cases, 5),
-                "n": len(cases),
-                "blamed": _blamed(cases),
-            }
-            for fault, cases in sorted(by_fault.items(), key=lambda kv: stack.RCA_FAULTS.index(kv[0]))
-        }
-        for method, by_fault in ranked.items()
+            q = time.monotonic()
+            windows = windows_for(
+                prom, injection.start, schedule.pre_s, schedule.fault_s, schedule.step_s, stack.CANDIDATES
+            )
+            query_s += time.monotonic() - q
+            for method, ranking in rank_all(windows, TOPOLOGY, seed * 1000 + n).items():
+                ranked.setdefault(method, []).append((ranking, injection.truth))
+            labels.append((frozenset(p.fault for p in injection.faults), frozenset(p.tier for p in injection.faults)))
+            if len(injection.faults) == 1:
+                _signature(changes, injection.faults[0], windows)
+    timings["query"] = query_s
+    timings["rank"], clock = time.monotonic() - clock - query_s, time.monotonic()
+    order = {
+        "methods": [f for f in (*SEEN, *UNSEEN) if any(f in label[0] for label in labels)],
+        "by_tier": [t for t in TIERS if any(t in label[1] for label in labels)],
     }
-    overall = {
-        method: methods.ac_at([c for cases in by_fault.values() for c in cases], 1)
-        for method, by_fault in ranked.items()
-    }
+    result = tables(ranked, labels, order)
+    timings["score"] = time.monotonic() - clock
     return {
+        "stress": stress,
+        "noise": level,
+        "seed": seed,
+        "tiers": list(tiers),
+        "faults": order["methods"],
         "injections": len(injections),
-        "candidates": len(stack.PODS),
+        "candidates": len(stack.CANDIDATES),
         "schedule": {"pre_s": schedule.pre_s, "fault_s": schedule.fault_s, "step_s": schedule.step_s},
-        "methods": table,
-        "ac1_overall": overall,
-        # How each fault shows on the faulty pod: the median over injections of (fault median / pre median).
+        **result,
+        "ac1_overall": {m: v["AC@1"] for m, v in result["overall"].items()},
+        "descriptions": {f: STACK_FAULTS[f].description for f in order["methods"]},
+        # How each fault shows on its root cause: the median over injections of (fault median / reference median).
         "signatures": {
-            fault: {metric: round(float(np.nanmedian(values)), 3) for metric, values in sorted(by.items())}
-            for fault, by in changes.items()
+            fault: {m: round(float(np.nanmedian(v)), 3) for m, v in sorted(by.items())} for fault, by in changes.items()
         },
+        "telemetry": asdict(stats),
         "paper": {
             m: {f: dict(zip(("AC@1", "AC@3", "Avg@5"), v, strict=True)) for f, v in by.items()}
             for m, by in PAPER.items()
         },
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "seconds": round(time.monotonic() - started, 1),
     }
 
 
-def _blamed(cases: list[tuple[list[methods.Candidate], str]]) -> dict[str, int]:
-    """What the method ranked first when it was wrong (the gateway bias shows here)."""
-    wrong: dict[str, int] = {}
-    for ranking, truth in cases:
-        if ranking and ranking[0].pod != truth:
-            role = ranking[0].pod if ranking[0].pod not in stack.WORKERS else "another worker"
-            wrong[role] = wrong.get(role, 0) + 1
-    return wrong
+def _signature(changes: dict[str, dict[str, list[float]]], placed: stack.Placed, windows: Windows) -> None:
+    for metric, (pre, fault) in windows.get(placed.target, {}).items():
+        before, during = np.nanmedian(np.asarray(pre, dtype=float)), np.nanmedian(np.asarray(fault, dtype=float))
+        if np.isfinite(before) and np.isfinite(during) and before:
+            changes.setdefault(placed.fault, {}).setdefault(metric, []).append(float(during / before))

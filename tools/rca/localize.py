@@ -9,7 +9,7 @@ from typing import Any
 
 from agent.schemas import Incident
 from tools.metrics import SAFE_LABEL_VALUE
-from tools.rca import methods
+from tools.rca.serving import serving_aware
 
 RATE = "10s"
 # "SEL" stands for the incident's label selector ({namespace="...",model="..."}).
@@ -60,7 +60,8 @@ class PrometheusLocalizer:
                 pre = [float(v) for ts, v in series["values"] if float(ts) < started.timestamp()]
                 fault = [float(v) for ts, v in series["values"] if float(ts) >= started.timestamp()]
                 windows.setdefault(pod, {})[metric] = (pre, fault)
-        ranking = methods.serving_aware(windows, methods.Topology({}, tuple(windows)))
+        # The live stack's structure is not known here: the method reads each pod on its own evidence.
+        ranking = serving_aware(windows)
         top, second = [*ranking, None, None][:2]
         decisive = (
             top is not None

@@ -1,45 +1,64 @@
-"""Root-cause localisation over per-pod telemetry: which pod of the serving stack is the cause?
+"""Root-cause localisation over per-candidate telemetry: which pod or node of the serving stack is the
+cause? The shared types, the statistical baselines and the ranking metrics.
 
-Every method gets the same input: for each candidate pod, for each metric, the samples of the
-pre-fault window and of the fault window (from Prometheus range queries), and returns the candidates
-ranked, most likely cause first, with the evidence that ranked them.
+Every method gets the same input and nothing else: for each candidate (a pod or a node), for each
+metric, the samples of the reference window before the incident and of the incident window (from
+Prometheus range queries, one per step, NaN where a scrape is missing); the graph-aware methods also
+get the stack's structure (who calls whom, which node hosts which pod). None is told which fault was
+injected, where, or on which tier.
 
-- `nsigma`: the largest |x - mean| / std of the fault window against the pre-fault window, per pod
+- `nsigma`: the largest |x - mean| / std of the incident window against the reference, per candidate
   (the N-sigma rule of the RCA benchmark of Scheinert et al.).
-- `baro`: the same with robust statistics, |x - median| / IQR (BARO's RobustScaler ranking; the
+- `baro`: the same with robust statistics, |median - median| / IQR (BARO's RobustScaler ranking; the
   injection time is given, so its change-point step is not needed).
-- `serving_aware`: robust deviations of the LLM-level signals (TTFT, time per output token, tokens/s,
-  queue, KV cache, restarts) next to the resource metrics, read along the request path: a component
-  whose anomaly is explained by an anomalous component downstream of it (the gateway and the router
-  forward every request to the engines) is a symptom, not the cause.
-- `random`: a seeded shuffle, the baseline every method must beat.
+- `random_ranking`: a seeded shuffle, the baseline every method must beat.
+The serving-aware method is tools/rca/serving.py; CIRCA-style regression is tools/rca/circa.py; a
+MicroRCA-style random walk is tools/rca/walk.py.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-Windows = Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]  # pod -> metric -> (pre, fault)
-SERVING = ("ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "queue", "kv_cache", "restarts")
+Windows = Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]  # candidate -> metric -> (pre, fault)
+# The paper's "fundamental system telemetry" (Table 1 setting).
 RESOURCE = ("cpu_cores", "memory_bytes", "network_rx_bytes_per_s", "gpu_util", "gpu_memory_bytes")
+# Signals of the serving layer: the engines' own (vLLM), the latency and request rate a caller sees.
+SERVING = ("ttft_s", "tpot_s", "e2e_s", "latency_s", "requests_per_s", "tokens_per_s", "queue", "kv_cache", "restarts")
+# Everything else the stack exports: GPU power, transmit, the model cache's disk, the nodes' own.
+OTHER = ("gpu_power_w", "network_tx_bytes_per_s", "disk_io_util", "retransmits_per_s", "cpu_pressure")
+EVERYTHING = (*RESOURCE, *OTHER, *SERVING)
 EPSILON = 1e-9
 
 
 @dataclass(frozen=True)
 class Candidate:
-    pod: str
+    pod: str  # the candidate: a pod or a node
     score: float
-    metric: str  # the metric that scored highest
-    evidence: dict[str, float] = field(default_factory=dict)  # metric -> deviation
+    metric: str  # what scored highest
+    evidence: dict[str, float] = field(default_factory=dict)  # metric (or reasoning step) -> deviation
 
 
-def _series(values: Sequence[float]) -> np.ndarray:
-    array = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    return array
+@dataclass(frozen=True)
+class Topology:
+    """The stack's structure: who sends requests to whom, and which node hosts which pod."""
+
+    calls: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    hosts: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    def callers(self, candidate: str) -> list[str]:
+        return sorted(c for c, callees in self.calls.items() if candidate in callees)
+
+
+def series(values: Sequence[float]) -> np.ndarray:
+    """The finite samples of a window (missing scrapes dropped)."""
+    array = np.asarray(values, dtype=float)
+    finite: np.ndarray = array[np.isfinite(array)]
+    return finite
 
 
 def _nsigma(pre: np.ndarray, fault: np.ndarray) -> float:
@@ -49,7 +68,7 @@ def _nsigma(pre: np.ndarray, fault: np.ndarray) -> float:
     return float(np.max(np.abs(fault - pre.mean()))) / max(std, EPSILON * max(1.0, abs(float(pre.mean()))))
 
 
-def _robust(pre: np.ndarray, fault: np.ndarray) -> float:
+def robust(pre: np.ndarray, fault: np.ndarray) -> float:
     if len(pre) < 2 or len(fault) == 0:
         return 0.0
     q1, median, q3 = (float(x) for x in np.percentile(pre, [25, 50, 75]))
@@ -59,38 +78,27 @@ def _robust(pre: np.ndarray, fault: np.ndarray) -> float:
     return abs(float(np.median(fault)) - median) / scale
 
 
-NOISE_FLOOR = 0.05  # serving-aware: a change under 5 % of a signal's level is noise, however flat it was
-
-
-def _robust_floored(pre: np.ndarray, fault: np.ndarray) -> float:
-    """`_robust` with a relative floor under the scale: a signal that was perfectly flat (a queue at
-    zero, a saturated cache) must not turn a tiny wobble into the largest deviation of the stack."""
-    if len(pre) < 2 or len(fault) == 0:
-        return 0.0
-    q1, median, q3 = (float(x) for x in np.percentile(pre, [25, 50, 75]))
-    scale = max(q3 - q1, NOISE_FLOOR * abs(median), EPSILON)
-    return abs(float(np.median(fault)) - median) / scale
-
-
-def _rank(windows: Windows, metrics: Sequence[str], deviation: object) -> list[Candidate]:
+def rank(
+    windows: Windows, metrics: Sequence[str], deviation: Callable[[np.ndarray, np.ndarray], float]
+) -> list[Candidate]:
     ranked = []
     for pod, by_metric in windows.items():
         evidence = {}
         for metric in metrics:
             if metric in by_metric:
                 pre, fault = by_metric[metric]
-                evidence[metric] = round(deviation(_series(pre), _series(fault)), 3)  # type: ignore[operator]
+                evidence[metric] = round(deviation(series(pre), series(fault)), 3)
         best = max(evidence, key=lambda m: evidence[m], default="")
         ranked.append(Candidate(pod, evidence.get(best, 0.0), best, evidence))
     return sorted(ranked, key=lambda c: (-c.score, c.pod))
 
 
 def nsigma(windows: Windows, metrics: Sequence[str] = RESOURCE) -> list[Candidate]:
-    return _rank(windows, metrics, _nsigma)
+    return rank(windows, metrics, _nsigma)
 
 
 def baro(windows: Windows, metrics: Sequence[str] = RESOURCE) -> list[Candidate]:
-    return _rank(windows, metrics, _robust)
+    return rank(windows, metrics, robust)
 
 
 def random_ranking(windows: Windows, seed: int) -> list[Candidate]:
@@ -99,48 +107,24 @@ def random_ranking(windows: Windows, seed: int) -> list[Candidate]:
     return [Candidate(pod, 0.0, "") for pod in pods]
 
 
-@dataclass(frozen=True)
-class Topology:
-    """The request path: each component forwards to the ones listed (gateway -> router -> engines)."""
-
-    downstream: Mapping[str, Sequence[str]]
-    engines: Sequence[str]
+def _truths(truth: str | Collection[str]) -> set[str]:
+    return {truth} if isinstance(truth, str) else set(truth)
 
 
-SYMPTOM_DISCOUNT = 0.05  # an upstream anomaly explained by a downstream one keeps this share of its score
-EXPLAINS = 4.0  # a downstream serving deviation this large explains upstream anomalies
+def ac_at_case(ranked: Sequence[Candidate], truth: str | Collection[str], k: int) -> float:
+    """The paper's AC@k for one case (equation 1): the share of its root causes in the top k, out of
+    min(k, number of root causes) -- so with two faults, AC@1 asks for either and AC@3 for both."""
+    causes = _truths(truth)
+    found = len(causes & {c.pod for c in ranked[:k]})
+    return found / min(k, len(causes)) if causes else 0.0
 
 
-def serving_aware(windows: Windows, topology: Topology) -> list[Candidate]:
-    """Robust deviations of every pod's serving and resource signals; then, along the request path, an
-    upstream component's score is discounted when a component it forwards to is anomalous itself."""
-    own = {c.pod: c for c in _rank(windows, (*SERVING, *RESOURCE, "gpu_power_w"), _robust_floored)}
-
-    def reach(pod: str, seen: frozenset[str] = frozenset()) -> set[str]:
-        out: set[str] = set()
-        for child in topology.downstream.get(pod, ()):
-            if child not in seen:
-                out |= {child} | reach(child, seen | {pod})
-        return out
-
-    ranked = []
-    for pod, candidate in own.items():
-        below = reach(pod)
-        explained = [c for c in below if c in own and max(own[c].evidence.get(m, 0.0) for m in SERVING) >= EXPLAINS]
-        score = candidate.score * (SYMPTOM_DISCOUNT if explained else 1.0)
-        evidence = dict(candidate.evidence)
-        if explained:
-            evidence["explained_by_downstream"] = float(len(explained))
-        ranked.append(Candidate(pod, round(score, 3), candidate.metric, evidence))
-    return sorted(ranked, key=lambda c: (-c.score, c.pod))
-
-
-def ac_at(rankings: Sequence[tuple[Sequence[Candidate], str]], k: int) -> float:
-    """Share of cases whose true root cause is among the top k."""
+def ac_at(rankings: Sequence[tuple[Sequence[Candidate], str | Collection[str]]], k: int) -> float:
+    """Mean over cases of AC@k."""
     if not rankings:
         return 0.0
-    return sum(truth in [c.pod for c in ranked[:k]] for ranked, truth in rankings) / len(rankings)
+    return sum(ac_at_case(ranked, truth, k) for ranked, truth in rankings) / len(rankings)
 
 
-def avg_at(rankings: Sequence[tuple[Sequence[Candidate], str]], k: int) -> float:
+def avg_at(rankings: Sequence[tuple[Sequence[Candidate], str | Collection[str]]], k: int) -> float:
     return sum(ac_at(rankings, j) for j in range(1, k + 1)) / k
