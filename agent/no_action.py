@@ -25,7 +25,7 @@ EVIDENCE_KINDS = (
     "planned_or_expected",
     "alert_misfire",
 )
-VETOES = ("recurrence", "hardware_error", "leak_restart", "quality_regression", "ongoing")
+VETOES = ("recurrence", "hardware_error", "leak_restart", "quality_regression", "already_acted", "ongoing")
 DEFAULT_SLA_TARGET = 0.99
 _WINDOW = 40  # characters before a match that may negate it ("no recurrence", "not yet recovered")
 _NEGATED_EVIDENCE = re.compile(r"(?:\bno|\bnot|\bnever|n.t|\bwithout|\bnor)\s+(?:\w+\s+){0,2}$", re.IGNORECASE)

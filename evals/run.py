@@ -81,6 +81,9 @@ def run_eval(args: argparse.Namespace) -> int:
         "split": args.split if args.limit is None else f"{args.split}[:{args.limit}]",
         "retrieval": template.retriever is not None,
         "rulebook_version": template.rulebook.version,
+        # The judgement model that answered (None: the rulebook alone, and why).
+        "judgement": template.judgement.version if template.judgement else None,
+        "judgement_problem": template.judgement_problem,
         "rulebook_hash": template.rulebook.digest,
         "policy_hash": template.policy.digest,
         "prompt_hash": prompt_set_digest(),

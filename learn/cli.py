@@ -154,7 +154,7 @@ def cmd_eval_cv(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     template = replace(template, telemetry=None, sla=None, localizer=None, retriever=None, cluster=None)
-    report = cross_validate(cases, template, shared_embedder(), _progress)
+    report = cross_validate(cases, template, shared_embedder(), _progress, with_cases=args.cases)
     if args.json:
         print(json.dumps(report, default=str))
         return 0
@@ -188,4 +188,5 @@ def add_cv_command(eval_sub: Any) -> None:
     )
     cv.add_argument("--sources", nargs="+", type=Path, help="labelled JSONL files or postmortem folders")
     cv.add_argument("--json", action="store_true", help='{"pooled": {...}, "sources": {...}, "worst_source": NAME}')
+    cv.add_argument("--cases", action="store_true", help="with --json: every held-out case's prediction")
     cv.set_defaults(func=cmd_eval_cv)

@@ -72,7 +72,11 @@ def summarise(results: list[CaseResult]) -> dict[str, Any]:
 
 
 def cross_validate(
-    cases: list[LabelledCase], template: TriageContext, embedder: Any, progress: Progress = lambda _: None
+    cases: list[LabelledCase],
+    template: TriageContext,
+    embedder: Any,
+    progress: Progress = lambda _: None,
+    with_cases: bool = False,
 ) -> dict[str, Any]:
     cached = CachedEmbedder(embedder)
     progress(f"embedding {len(cases)} labelled cases")
@@ -95,4 +99,10 @@ def cross_validate(
     report["pooled"] = summarise([r for results in by_source.values() for r in results])
     report["worst_source"] = min(report["sources"], key=lambda s: report["sources"][s]["category_accuracy"] or 0.0)
     report["thresholds"] = thresholds
+    if with_cases:
+        report["cases"] = [
+            {"id": r.case_id, "source": s, "expected": r.expected, "predicted": r.predicted, "confidence": r.confidence}
+            for s, results in by_source.items()
+            for r in results
+        ]
     return report

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,6 +79,7 @@ def _from_postmortems(folder: Path) -> list[LabelledCase]:
             raise SourceError(str(exc)) from exc
         meta = postmortem.meta
         text = "\n\n".join(postmortem.sections[s] for s in _TRIAGE_SECTIONS if s in postmortem.sections)
+        text = re.sub(r"(?<!\n)\n(?!\n)", " ", text)  # lines wrapped mid-sentence are one sentence
         out.append(
             LabelledCase(
                 id=meta.id,

@@ -27,7 +27,8 @@ BAD_NODE = {"id": "G-2", "title": "XID 79 on node aks-gpu-7, pods there failing,
 BAD_DEPLOYMENT = {
     "id": "G-3",
     "title": "new deployment returns gibberish, still broken",
-    "description": "deployment was just created; all outputs are garbage",
+    "description": "deployment was just created; all outputs are garbage. The previous deployment is still "
+    "serving fine.",
     "alert": ALERT,
 }
 

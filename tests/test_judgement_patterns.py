@@ -66,6 +66,15 @@ RESOLVED = {"status": "resolved", "labels": {"alertname": "EngineErrorRateHigh",
             },
         ),
         (
+            "already_acted",
+            {
+                "title": "Elevated 5xx on embed-large, recovered",
+                "description": "Errors were coming from two pods on one node; the on-call engineer cordoned the "
+                "node and restarted them, and error rates are back to normal since 03:20.",
+                "alert": {"status": "resolved", "labels": {"alertname": "Embed5xxHigh"}},
+            },
+        ),
+        (
             "ongoing",
             {
                 "title": "Customer: a retry worked for us",
@@ -131,6 +140,7 @@ def test_no_action_is_decided_with_typed_evidence_when_nothing_needs_doing(judge
         "hardware_error",
         "leak_restart",
         "quality_regression",
+        "already_acted",
         "ongoing",
     }
     assert all(c.endswith("clear") for c in checks)

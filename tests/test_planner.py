@@ -104,7 +104,20 @@ def test_bad_deployment_just_created_is_m6_and_touches_the_cluster(rulebook, pol
         rulebook,
         policy,
         title="new deployment returns gibberish",
-        description="the deployment was just created this morning; all outputs are garbage",
+        description="the deployment was just created this morning; all outputs are garbage. The previous "
+        "deployment still serves the rest of the traffic fine.",
         alert=ALERT,
     )
     assert (p.mitigation, p.operation, p.risk) == ("M6", "delete_deployment", "critical")
+
+
+def test_a_bad_deployment_with_no_good_one_left_is_fixed_not_deleted(rulebook, policy):
+    """Deleting the only deployment of a model takes it down: M6 needs evidence that a good one remains."""
+    _, p = _plan(
+        rulebook,
+        policy,
+        title="new deployment returns gibberish",
+        description="the deployment was just created this morning; all outputs are garbage",
+        alert=ALERT,
+    )
+    assert p.mitigation == "M1" and p.operation != "delete_deployment"
