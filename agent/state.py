@@ -17,12 +17,15 @@ class TriageState(TypedDict, total=False):
     run_id: str
     incident: dict[str, Any]
     entities: dict[str, str]
+    entity_sources: dict[str, str]  # per entity: alert_labels or text (agent/entities.py)
     precedents: list[dict[str, Any]]
     retrieval: dict[str, Any]
     cluster_evidence: dict[str, Any]
     classification: dict[str, Any]
     plan: dict[str, Any]
     localization: dict[str, Any]  # which pod is the cause, when a restart is planned and telemetry can tell
+    # Before anyone is asked: the policy's verdict, whether the target exists, the dry run's answer.
+    preflight: dict[str, Any]
     guard: dict[str, Any]
     approvals: list[dict[str, Any]]
     action: dict[str, Any]

@@ -5,7 +5,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agent.context import TriageContext
-from agent.entities import extract_entities
+from agent.entities import entities_with_sources
 from agent.nodes._common import incident_of, record
 from agent.state import TriageState
 
@@ -15,8 +15,8 @@ def intake(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any
     read the live serving signals when telemetry is configured: an alert says something crossed a
     line; the signals say how far, and whether it is still there."""
     incident = incident_of(state)
-    entities = extract_entities(incident)
-    data: dict[str, Any] = {"entities": entities}
+    entities, sources = entities_with_sources(incident)
+    data: dict[str, Any] = {"entities": entities, "entity_sources": sources}
     telemetry = runtime.context.telemetry
     if telemetry is not None:
         try:
@@ -26,4 +26,4 @@ def intake(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any
         except Exception as exc:  # telemetry is advisory: triage goes on with what the incident says
             data["telemetry_error"] = f"{type(exc).__name__}: {exc}"
     record(runtime, state, "intake", f"incident {incident.id}: {incident.title[:120]}", data)
-    return {"incident": incident.model_dump(mode="json"), "entities": entities}
+    return {"incident": incident.model_dump(mode="json"), "entities": entities, "entity_sources": sources}
