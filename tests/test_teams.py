@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from api.app import create_app
 from api.settings import Settings
 from tests.fake_botframework import FakeBotFramework, StaticTokenCredentials
+from tests.approvers import approvers_file
 from tests.fakes import FakeCluster, fake_world
 from tests.waiting import until
 
@@ -40,7 +41,7 @@ def client(tmp_path: Path, framework: FakeBotFramework, cluster: FakeCluster) ->
         api_token=SecretStr("api"),
         teams_app_id=APP_ID,
         teams_app_password=SecretStr("pw"),
-        teams_approvers="aad-alice",
+        approvers_file=approvers_file(tmp_path),
         teams_openid_metadata_url=f"{framework.url}/openid",
     )
 
