@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 from agent.context import Recorder, TriageContext
 from agent.rulebook import DEFAULT_RULEBOOK, load_rulebook
+from api.index_holder import LazyRetriever, open_postmortem_index
 from api.settings import Settings
 from store.db import make_engine, migrate, session_factory
 from store.recorder import StoreRecorder
@@ -39,14 +39,16 @@ def make_cluster(settings: Settings) -> Any:
 
     policy = load_policy(settings.policy_path or DEFAULT_POLICY)
     approved = str(settings.kube_approved_kubeconfig) if settings.kube_approved_kubeconfig else None
-    return connect(str(settings.kubeconfig), approved, max_pods_affected=policy.blast_radius["max_pods_affected"])
+    return connect(str(settings.kubeconfig), approved, policy=policy)
 
 
-@cache
-def open_postmortem_index(state_dir: Path, chroma_url: str | None) -> Any:
-    from tools.postmortems import PostmortemIndex
+__all__ = ["open_postmortem_index"]  # re-exported: the CLI and benchmarks open the index through here
 
-    return PostmortemIndex(state_dir, chroma_url=chroma_url)
+
+def make_approvers(settings: Settings) -> Any:
+    from tools.approvers import load_approvers
+
+    return load_approvers(settings.approvers_file)
 
 
 def make_metrics(settings: Settings) -> Any:
@@ -78,12 +80,25 @@ def make_localizer(settings: Settings) -> Any:
 
 
 def make_retriever(settings: Settings) -> Any:
-    """Precedents when a postmortem index exists (after `mitigate postmortems ingest`), else none."""
+    """Precedents when a postmortem index exists (after `mitigate postmortems ingest`), else none. The
+    index opens on first search: a store that cannot open is a note in the run, never a failed run."""
     if settings.chroma_url is None and not (settings.state_dir / "postmortems.db").exists():
         return None
-    from tools.postmortems import PostmortemRetriever
+    return LazyRetriever(settings.state_dir, settings.chroma_url)
 
-    return PostmortemRetriever(open_postmortem_index(settings.state_dir, settings.chroma_url))
+
+def warm_index(settings: Settings) -> None:
+    """Open the postmortem index in the background at start-up, so a store that cannot open shows on
+    /readyz at once (and the first triage does not wait for it). A failure is recorded, not raised."""
+    if make_retriever(settings) is None:
+        return
+    import threading
+
+    def warm() -> None:
+        with contextlib.suppress(Exception):  # index_problem() has the reason; runs go on without precedents
+            open_postmortem_index(settings.state_dir, settings.chroma_url)
+
+    threading.Thread(target=warm, name="mitigate-index-warm", daemon=True).start()
 
 
 def make_context(
@@ -92,6 +107,8 @@ def make_context(
     chosen = engine or settings.engine
     use_llm = settings.model_copy(update={"engine": chosen}).use_llm()
     metrics = make_metrics(settings)
+    from tools.verification import Verifier
+
     return TriageContext(
         rulebook=load_rulebook(settings.rulebook_path or DEFAULT_RULEBOOK),
         policy=load_policy(settings.policy_path or DEFAULT_POLICY),
@@ -99,9 +116,10 @@ def make_context(
         llm=make_llm(settings) if use_llm else None,
         cluster=make_cluster(settings),
         retriever=make_retriever(settings),
-        sla=metrics,
+        sla=Verifier(metrics) if metrics is not None else None,
         telemetry=metrics,
         localizer=make_localizer(settings),
+        approvers=make_approvers(settings),
         propose_only=settings.propose_only if propose_only is None else propose_only,
     )
 

@@ -57,7 +57,16 @@ def test_triage_reads_stdin_and_stores_the_run(tmp_path):
 
     stored = open_store(Settings(database_url=f"sqlite:///{tmp_path / 'm.db'}")).recorder.run(run_id)
     assert stored is not None and stored["status"] == "proposed"
-    assert [s["node"] for s in stored["steps"]] == ["intake", "retrieve", "classify", "plan", "guard", "act", "report"]
+    assert [s["node"] for s in stored["steps"]] == [
+        "intake",
+        "retrieve",
+        "classify",
+        "plan",
+        "preflight",
+        "guard",
+        "act",
+        "report",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -85,7 +94,7 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
 def test_resume_of_an_unknown_run_is_a_clear_error(tmp_path):
     done = _run("resume", "does-not-exist", db=tmp_path / "m.db")
-    assert done.returncode == 2 and "no checkpoint" in done.stderr
+    assert done.returncode == 2 and "no run does-not-exist" in done.stderr
 
 
 def test_help_is_fast_and_does_not_import_the_graph():

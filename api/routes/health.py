@@ -34,12 +34,19 @@ async def readyz(service: ServiceDep, response: Response) -> dict[str, Any]:
             checks["checkpointer"] = "ok"
         except Exception as exc:
             checks["checkpointer"] = f"error: {type(exc).__name__}"
-        context = service.make_context()
-        checks["retriever"] = "ok" if context.retriever is not None else "not_configured"
+        try:
+            retriever = service.make_context().retriever
+        except Exception as exc:  # a dependency that cannot be built is a reason, never a 500
+            checks["context"] = f"error: {type(exc).__name__}: {exc}"[:300]
+            return checks
+        problem = getattr(retriever, "problem", lambda: None)() if retriever is not None else None
+        # Triage without precedents still triages: a broken postmortem index degrades, it does not make
+        # the service unready (that would stop alerts from arriving at all).
+        checks["retriever"] = "not_configured" if retriever is None else f"degraded: {problem}" if problem else "ok"
         return checks
 
     checks = await run_in_threadpool(check)
-    ready = all(v in ("ok", "not_configured") for v in checks.values())
+    ready = all(v in ("ok", "not_configured") or v.startswith("degraded") for v in checks.values())
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return {"ready": ready, "checks": checks}
