@@ -20,9 +20,21 @@ class FakeCluster:
         self.executed: list[dict[str, Any]] = []
         self._dry_run_status = dry_run_status
         self._execute_status = execute_status
+        self.missing: set[str] = set()
 
     def evidence(self, target: dict[str, Any]) -> dict[str, Any]:
         return {"target": target}
+
+    def lookup(self, target: dict[str, Any]) -> dict[str, Any]:
+        """Every named target exists, except names listed in `missing`."""
+        exists = bool(target.get("name")) and target.get("name") not in self.missing
+        return {
+            "exists": exists,
+            "detail": f"{target.get('kind')} {target.get('namespace') or ''}/{target.get('name')}",
+        }
+
+    def observe(self, plan: dict[str, Any], owners: list[str]) -> dict[str, float]:
+        return {}
 
     def dry_run(self, plan: dict[str, Any]) -> ToolResult:
         self.dry_runs.append(plan)
@@ -41,9 +53,16 @@ class FakeSla:
         self.status = status
         self.crash = crash
         self.calls = 0
+        self.baselines: list[dict[str, Any] | None] = []
 
-    def verify(self, plan: dict[str, Any], incident: Incident) -> dict[str, Any]:
+    def baseline(self, plan: dict[str, Any], incident: Incident, observe: Any = None) -> dict[str, Any]:
+        return {"values": {"sla": 0.9}, "taken_by": "fake"}
+
+    def verify(
+        self, plan: dict[str, Any], incident: Incident, baseline: dict[str, Any] | None, observe: Any = None
+    ) -> dict[str, Any]:
         self.calls += 1
+        self.baselines.append(baseline)
         if self.crash:
             os._exit(17)  # a process dying mid-run, as a kill -9 would
         return {"status": self.status, "reason": f"fake SLA {self.status}"}
@@ -54,6 +73,7 @@ def fake_world(cluster: FakeCluster, sla: FakeSla | None = None) -> Any:
     cluster and SLA verifier (what create_app's `context_factory` expects)."""
     from agent.context import TriageContext
     from agent.rulebook import load_rulebook
+    from tests.approvers import REGISTRY
     from tools.guard import load_policy
 
     def context(store: Any) -> TriageContext:
@@ -63,6 +83,7 @@ def fake_world(cluster: FakeCluster, sla: FakeSla | None = None) -> Any:
             recorder=store.recorder,
             cluster=cluster,
             sla=sla or FakeSla("verified"),
+            approvers=REGISTRY,
         )
 
     return context

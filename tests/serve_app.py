@@ -22,7 +22,12 @@ from tools.guard import load_policy
 
 
 class _Sla:
-    def verify(self, plan: dict[str, Any], incident: Incident) -> dict[str, Any]:
+    def baseline(self, plan: dict[str, Any], incident: Incident, observe: Any = None) -> dict[str, Any]:
+        return {"values": {"sla": 0.5}}
+
+    def verify(
+        self, plan: dict[str, Any], incident: Incident, baseline: dict[str, Any] | None, observe: Any = None
+    ) -> dict[str, Any]:
         if os.environ.get("TEST_SLA_MODE") == "hang":
             time.sleep(3600)  # the test kills the process here
         if os.environ.get("TEST_SLA_MODE") == "slow":
