@@ -149,7 +149,7 @@ def test_a_prometheus_that_is_down_is_a_fault_not_an_outcome():
     """Verification does not turn a down Prometheus into "unverified" itself: the fault reaches the run
     machinery, which retries the step and escalates with the reason (tests/test_faults.py)."""
     verifier = _verifier("http://127.0.0.1:1", deadline_s=1)
-    with pytest.raises(PrometheusUnavailable, match="127.0.0.1:1"):
+    with pytest.raises(PrometheusUnavailable, match=r"127\.0\.0\.1:1"):
         verifier.verify(PLAN, _incident(), SICK)
     with pytest.raises(PrometheusUnavailable):
         verifier.metrics.signals(_incident())

@@ -18,8 +18,8 @@ from agent.context import TriageContext
 from agent.rulebook import load_rulebook
 from api.app import create_app
 from api.settings import Settings
-from tests.fake_slack import FakeSlack
 from tests.approvers import approvers_file
+from tests.fake_slack import FakeSlack
 from tests.fakes import FakeCluster, fake_world
 from tests.waiting import until
 from tools.guard import load_policy

@@ -14,8 +14,8 @@ from pydantic import SecretStr
 
 from api.app import create_app
 from api.settings import Settings
-from tests.fake_botframework import FakeBotFramework, StaticTokenCredentials
 from tests.approvers import approvers_file
+from tests.fake_botframework import FakeBotFramework, StaticTokenCredentials
 from tests.fakes import FakeCluster, fake_world
 from tests.waiting import until
 
