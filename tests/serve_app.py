@@ -20,6 +20,8 @@ from agent.context import TriageContext
 from agent.rulebook import load_rulebook
 from agent.schemas import Incident
 from api.app import create_app
+from api.settings import get_settings
+from api.wiring import make_retriever
 from tests.fakes import FakeCluster
 from tools.guard import load_policy
 
@@ -71,6 +73,7 @@ def _context(store: Any) -> TriageContext:
         recorder=_CrashingRecorder(store.recorder) if os.environ.get("TEST_CRASH_AT") else store.recorder,
         cluster=_cluster(),
         sla=_Sla(),
+        retriever=make_retriever(get_settings()),  # the postmortem index under MITIGATE_STATE_DIR, if any
     )
 
 
