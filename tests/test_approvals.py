@@ -151,14 +151,15 @@ def test_two_different_authorised_people_through_any_door_and_every_refusal_audi
         assert wrong_role.status_code == 403 and "may not approve critical" in wrong_role.json()["detail"]
         first = _rest(client, run_id, TOKENS["alice"], reason="gibberish since the deploy")
         assert first.status_code == 202 and first.json()["by"] == "alice"
-        until(
-            lambda: (
-                client.get(f"/runs/{run_id}", headers=SHARED).json()["report"].get("status") == "awaiting_approval"
-                and client.get(f"/runs/{run_id}", headers=SHARED).json()["status"] == "awaiting_approval"
-                and _rest(client, run_id, TOKENS["alice"]).status_code == 409
-            ),
-            "alice's approval to count",
-        )
+
+        def counted() -> bool:
+            timeline = client.get(f"/incidents/{BAD_DEPLOYMENT['id']}", headers=SHARED).json()
+            run = timeline["runs"][0]
+            return run["status"] == "awaiting_approval" and bool(run["actions"][0]["approvals"])
+
+        until(counted, "alice's approval to count")
+        again = _rest(client, run_id, TOKENS["alice"])
+        assert again.status_code == 409 and "already approved" in again.json()["detail"]
         # The same person again, through other doors: still one person.
         assert _slack_click(client, slack, run_id, "UALICE") == 200
         assert "already approved" in until(lambda: slack.posts("respond"), "Slack's answer")[-1]["text"]
