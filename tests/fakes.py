@@ -13,7 +13,12 @@ from agent.schemas import Incident, ToolResult
 
 class FakeCluster:
     def __init__(
-        self, log: Path | None = None, *, dry_run_status: str = "dry-run-ok", execute_status: str = "executed"
+        self,
+        log: Path | None = None,
+        *,
+        dry_run_status: str = "dry-run-ok",
+        execute_status: str = "executed",
+        details: dict[str, Any] | None = None,
     ) -> None:
         self.log = log
         self.dry_runs: list[dict[str, Any]] = []
@@ -21,6 +26,7 @@ class FakeCluster:
         self._dry_run_status = dry_run_status
         self._execute_status = execute_status
         self.missing: set[str] = set()
+        self.details = details or {}  # what an execution reports (e.g. a drain's evicted pods' owners)
 
     def evidence(self, target: dict[str, Any]) -> dict[str, Any]:
         return {"target": target}
@@ -45,7 +51,7 @@ class FakeCluster:
         if self.log is not None:
             with self.log.open("a") as handle:
                 handle.write(json.dumps({"pid": os.getpid(), "operation": plan["operation"]}) + "\n")
-        return ToolResult(status=self._execute_status, reason="fake execution")  # type: ignore[arg-type]
+        return ToolResult(status=self._execute_status, reason="fake execution", details=self.details)  # type: ignore[arg-type]
 
 
 class FakeSla:
