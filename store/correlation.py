@@ -2,9 +2,10 @@
 
 An alert joins an open incident when it comes from the same Alertmanager group (the group key), or
 shares a cause with it within a window: the same node, the same deployment, or a region-wide alert of
-its region. An alert about something a run's action changed (the deployments of a drained node, a
-restarted deployment) shortly after that action joins the run's incident even when it is closed: the
-429s of an eviction are mitigate's own doing, not a new problem. The reason is stored with it.
+its region. An alert about something a run's disruptive action changed (the deployments of a drained node, a
+restarted deployment) shortly after that action, while the run has not yet verified recovery, joins the
+run's incident: the 429s of an eviction are mitigate's own doing, not a new problem. Once the run is
+verified, a new alert there is a new problem again. The reason is stored with the alert.
 """
 
 from __future__ import annotations
@@ -81,13 +82,13 @@ class Correlator:
                 .where(IncidentKeyRow.key.in_(wanted))
                 .order_by(IncidentKeyRow.created_at)
             ).all()
-        for row, _status in rows:
-            if row.kind == "touched" and _aware(row.created_at) >= touched_since:
+        for row, status in rows:
+            # Until its run has verified recovery: after that, a new alert there is a new problem.
+            if row.kind == "touched" and _open(status) and _aware(row.created_at) >= touched_since:
                 why = f"likely caused by mitigate's own action: run {row.run_id} changed {row.key}"
                 return row.incident_id, why
         for row, status in rows:
-            is_open = status not in CLOSED_STATUSES and not status.endswith("alert_resolved")
-            if row.kind == "cause" and is_open and _aware(row.created_at) >= cause_since:
+            if row.kind == "cause" and _open(status) and _aware(row.created_at) >= cause_since:
                 return row.incident_id, f"shares {row.key} with open incident {row.incident_id}"
         return None
 
@@ -128,6 +129,10 @@ class Correlator:
                 )
             )
             return True
+
+
+def _open(status: str) -> bool:
+    return status not in CLOSED_STATUSES and not status.endswith("alert_resolved")
 
 
 def _aware(moment: datetime) -> datetime:

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,8 +121,24 @@ def _alert(name: str, group: str, fingerprint: str, **labels: str) -> dict[str, 
     }
 
 
+class HeldVerifier:
+    """Verification that ends when the test says so: alerts can arrive while the drain is verifying."""
+
+    def __init__(self) -> None:
+        self.verifying, self.release = threading.Event(), threading.Event()
+
+    def baseline(self, *args: Any) -> dict[str, Any]:
+        return {"values": {"sla": 0.6}}
+
+    def verify(self, *args: Any) -> dict[str, Any]:
+        self.verifying.set()
+        assert self.release.wait(60)
+        return {"status": "verified", "reason": "test: recovered"}
+
+
 def test_alerts_caused_by_mitigates_own_drain_join_its_incident(tmp_path: Path):
     cluster = FakeCluster(details={"owners": ["llm-serving/mixtral-eastus"]})  # what the drain moved
+    verifier = HeldVerifier()
     settings = Settings(
         database_url=f"sqlite:///{tmp_path}/svc.db",
         engine="rulebook",
@@ -130,7 +147,7 @@ def test_alerts_caused_by_mitigates_own_drain_join_its_incident(tmp_path: Path):
         approvers_file=approvers_file(tmp_path),
     )
     am, api = {"Authorization": "Bearer am"}, {"Authorization": "Bearer api"}
-    with TestClient(create_app(settings, context_factory=fake_world(cluster))) as client:
+    with TestClient(create_app(settings, context_factory=fake_world(cluster, verifier))) as client:  # type: ignore[arg-type]
         bad_node = _alert("GPUXidErrors", "g-node", "n1", node="gpu-node-5")
         bad_node["alerts"][0]["annotations"]["summary"] = "XID 79 on node gpu-node-5, its pods fail, still failing"
         incident = client.post("/webhooks/alertmanager", json=bad_node, headers=am).json()["accepted"][0]
@@ -140,22 +157,30 @@ def test_alerts_caused_by_mitigates_own_drain_join_its_incident(tmp_path: Path):
         until(lambda: client.get(f"/runs/{run['id']}", headers=api).json()["status"] == "awaiting_approval", "approval")
         headers = {"Authorization": f"Bearer {TOKENS['alice']}"}
         assert client.post(f"/runs/{run['id']}/approve", json={}, headers=headers).status_code == 202
-        until(lambda: client.get(f"/runs/{run['id']}", headers=api).json()["status"] == "mitigated", "the drain")
+        assert verifier.verifying.wait(30)  # drained, now verifying
         # The pods of mixtral moved: its 429s come from a different Alertmanager group and name no node.
         throttled = _alert("TooManyRequests", "g-mixtral", "t1", deployment="mixtral-eastus", model="mixtral-8x7b")
         joined = client.post("/webhooks/alertmanager", json=throttled, headers=am).json()
         # An alert about something the drain did not touch is a new problem.
         other = _alert("TooManyRequests", "g-llama", "t2", deployment="llama3-8b-westus", model="llama3-8b")
         fresh = client.post("/webhooks/alertmanager", json=other, headers=am).json()
+        verifier.release.set()
+        until(lambda: client.get(f"/runs/{run['id']}", headers=api).json()["status"] == "mitigated", "the drain")
+        # Recovery verified: a new alert on the same deployment is a new problem again.
+        after = client.post(
+            "/webhooks/alertmanager",
+            json=_alert("TooManyRequests", "g-mixtral-2", "t3", deployment="mixtral-eastus", model="mixtral-8x7b"),
+            headers=am,
+        ).json()
         timeline = client.get(f"/incidents/{incident}", headers=api).json()
     assert joined["correlated"] == [incident] and joined["accepted"] == []
     assert fresh["accepted"] and fresh["correlated"] == []
+    assert after["accepted"] and after["correlated"] == []
     [reason] = [c["reason"] for c in timeline["correlated"]]
     assert (
         reason
         == f"likely caused by mitigate's own action: run {run['id']} changed deployment:llm-serving/mixtral-eastus"
     )
-    # One drain; the correlated 429s started nothing (only the unrelated alert got its own run).
-    assert [p["operation"] for p in cluster.executed if p["target"].get("name") != "llama3-8b-westus"] == [
-        "cordon_and_evict"
-    ]
+    # One drain; the correlated 429s started nothing of their own.
+    assert [p["operation"] for p in cluster.executed][:1] == ["cordon_and_evict"]
+    assert [p for p in cluster.executed if p["operation"] == "cordon_and_evict"] == cluster.executed[:1]
