@@ -58,8 +58,16 @@ def cmd_decide(args: argparse.Namespace) -> int:
     where = f"cli:{getpass.getuser()}@{socket.gethostname()}"
     identity = Identity(person.id if person else None, "cli", person.id if person else "", where)
     approved = args.command == "approve"
+    message = ""
     if person is None:
         message = "set MITIGATE_APPROVER_TOKEN (or --token-file) to your own token from the approvers file"
+    elif context.cluster is None or context.propose_only:
+        # A run resumed here without a cluster would record the plan as a proposal and drop the answer.
+        message = (
+            "this CLI cannot act on a cluster (MITIGATE_KUBECONFIG unset or propose-only): "
+            "approve where the run can act"
+        )
+    if message:
         audit_refusal(store.recorder, args.run_id, identity, approved, message, args.reason or "")
         return _fail(message)
     answers: list[dict[str, Any]] = []

@@ -81,6 +81,8 @@ def test_mention_gets_a_threaded_summary(client, slack):
     assert summary["channel"] == "C42" and summary["thread_ts"] == "1700000000.000100"
     text = json.dumps(summary["blocks"])
     assert "Approval needed" in text and "cordon_and_evict" in text
+    # A paused run shows its category, risk and dry run, not only the plan.
+    assert "A1/bad_node" in text and "*Risk*\\nhigh" in text and "dry-run-ok" in text
     actions = next(b for b in summary["blocks"] if b["type"] == "actions")["elements"]
     assert {a["action_id"] for a in actions} == {"mitigate_approve", "mitigate_reject"}
 

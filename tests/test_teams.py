@@ -88,6 +88,8 @@ def test_a_message_gets_a_reply_through_the_connector(client, framework):
     card = until(lambda: [r for r in framework.replies if r["body"].get("attachments")], "the card")[0]
     content = card["body"]["attachments"][0]["content"]
     assert content["type"] == "AdaptiveCard" and "Approval needed" in content["body"][0]["text"]
+    facts = {f["title"]: f["value"] for f in content["body"][1]["facts"]}
+    assert facts["Category"] == "A1/bad_node" and facts["Risk"] == "high" and facts["Dry run"].startswith("dry-run-ok")
 
 
 def test_a_card_action_approves(client, framework, cluster):
