@@ -24,6 +24,11 @@ CLIENT_ERRORS = "400|401|403|404|413|422"
 SAFE_LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:/-]{1,200}$")
 
 
+def _skew(series: str) -> str:
+    """PromQL: the largest of these series over the mean of the rest; no answer with fewer than two."""
+    return f"(max({series}) / ((sum({series}) - max({series})) / (count({series}) - 1))) and on() (count({series}) > 1)"
+
+
 def _seconds(duration: str) -> float:
     """A Prometheus duration of one unit ("90s", "5m", "1h") in seconds."""
     return float(duration[:-1]) * {"s": 1, "m": 60, "h": 3600}[duration[-1]]
@@ -113,11 +118,10 @@ class PrometheusMetrics:
             "gpu_util": f"avg(DCGM_FI_DEV_GPU_UTIL{{{where}}}) / 100",
             "pod_restarts": "sum(increase(kube_pod_container_status_restarts_total"
             f"{{{where}}}[{self.settings.lookback}]))",
-            # The busiest pod against the median pod: one pod gone bad (a CPU hog, a leak), not the load.
-            "pod_cpu_skew": f"max(rate(container_cpu_usage_seconds_total{{{where}}}[{w}])) / "
-            f"quantile(0.5, rate(container_cpu_usage_seconds_total{{{where}}}[{w}]))",
-            "pod_memory_skew": f"max(container_memory_working_set_bytes{{{where}}}) / "
-            f"quantile(0.5, container_memory_working_set_bytes{{{where}}})",
+            # The busiest pod against the mean of the others: one pod gone bad (a CPU hog, a leak), not the
+            # load. (Not the median: with two pods the median is their midpoint, so max/median stays < 2.)
+            "pod_cpu_skew": _skew(f"rate(container_cpu_usage_seconds_total{{{where}}}[{w}])"),
+            "pod_memory_skew": _skew(f"container_memory_working_set_bytes{{{where}}}"),
         }
 
     # ---- the triage's view --------------------------------------------------------------------

@@ -27,7 +27,7 @@ Observe = Callable[[], dict[str, float]]
 # cluster's (`pods_on_node`, `replicas_not_ready`) from the cluster port's `observe`.
 _RESTART = (
     ("http_5xx_rate", 0.01),
-    ("pod_cpu_skew", 2.0),  # the busiest pod against the median pod of the service
+    ("pod_cpu_skew", 2.0),  # the busiest pod against the mean of the service's other pods
     ("pod_memory_skew", 1.5),
     ("pod_restarts", 1.0),
 )
