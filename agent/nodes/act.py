@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -10,6 +11,8 @@ from agent.nodes._common import action_key, incident_of, observer, record
 from agent.schemas import ToolResult
 from agent.state import TriageState
 from tools.faults import DependencyFault, Fault
+
+FRESH_DRY_RUN_S = 60.0  # a preflight dry run younger than this stands for an allowed plan's write
 
 
 def _fault(result: ToolResult) -> Fault:
@@ -25,6 +28,14 @@ def _baseline(ctx: TriageContext, state: TriageState, owners: list[str]) -> dict
         return ctx.sla.baseline(state["plan"], incident_of(state), observer(ctx, state["plan"], owners))
     except Exception as exc:  # verification will check every symptom instead
         return {"error": f"{type(exc).__name__}: {exc}"[:500], "values": {}}
+
+
+def _recent_dry_run(ctx: TriageContext, state: TriageState) -> ToolResult | None:
+    preflight = state.get("preflight") or {}
+    if not preflight.get("dry_run") or not preflight.get("dry_run_at"):
+        return None
+    age = (ctx.clock() - datetime.fromisoformat(preflight["dry_run_at"])).total_seconds()
+    return ToolResult(**preflight["dry_run"]) if age < FRESH_DRY_RUN_S else None
 
 
 def act(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any]:
@@ -58,9 +69,9 @@ def act(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any]:
         )
     else:
         # Allowed without a human wait: the preflight's dry run was a moment ago, it stands. After an
-        # approval (minutes or hours later) the request is dry-run again right before the write.
-        earlier = (state.get("preflight") or {}).get("dry_run")
-        dry = ToolResult(**earlier) if verdict == "allowed" and earlier else ctx.cluster.dry_run(plan)
+        # approval, or a retry (minutes or hours later), the request is dry-run again before the write.
+        dry = _recent_dry_run(ctx, state) if verdict == "allowed" else None
+        dry = dry or ctx.cluster.dry_run(plan)
         if dry.status == "unavailable":
             ctx.recorder.update_action(key, reason=f"not executed yet: dry run met {dry.reason}")
             raise DependencyFault(_fault(dry))

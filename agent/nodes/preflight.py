@@ -39,6 +39,7 @@ def preflight(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, 
             if dry.status == "unavailable":
                 raise DependencyFault(Fault(**dry.details["fault"]))
             out["dry_run"] = dry.model_dump(mode="json")
+            out["dry_run_at"] = ctx.clock().isoformat()
     summary = f"{decision['verdict']}; target from {source}"
     if "target" in out:
         summary += f", {'exists' if out['target']['exists'] else 'NOT FOUND'} ({out['target']['detail']})"
