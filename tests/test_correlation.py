@@ -184,3 +184,34 @@ def test_alerts_caused_by_mitigates_own_drain_join_its_incident(tmp_path: Path):
     # One drain; the correlated 429s started nothing of their own.
     assert [p["operation"] for p in cluster.executed][:1] == ["cordon_and_evict"]
     assert [p for p in cluster.executed if p["operation"] == "cordon_and_evict"] == cluster.executed[:1]
+
+
+def test_a_region_wide_alert_gathers_the_deployment_alerts_of_its_region_and_one_deployment_is_one_incident(
+    tmp_path: Path,
+):
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/svc.db",
+        engine="rulebook",
+        alertmanager_token=SecretStr("am"),
+        api_token=SecretStr("api"),
+        approvers_file=approvers_file(tmp_path),
+    )
+    am, api = {"Authorization": "Bearer am"}, {"Authorization": "Bearer api"}
+    held = HeldVerifier()  # keeps every run open (verifying) while the alerts arrive
+    with TestClient(create_app(settings, context_factory=fake_world(FakeCluster(), held))) as client:  # type: ignore[arg-type]
+        region = _alert("RegionDegraded", "g-region", "r1", region="eastus")
+        region_id = client.post("/webhooks/alertmanager", json=region, headers=am).json()["accepted"][0]
+        in_region = _alert("TooManyRequests", "g-a", "a1", deployment="mixtral-eastus", region="eastus")
+        joined_region = client.post("/webhooks/alertmanager", json=in_region, headers=am).json()
+        elsewhere = _alert("TooManyRequests", "g-b", "b1", deployment="llama3-8b-westus", region="westus")
+        west_id = client.post("/webhooks/alertmanager", json=elsewhere, headers=am).json()["accepted"][0]
+        same_deployment = _alert("KVCacheSaturated", "g-c", "c1", deployment="llama3-8b-westus", model="llama3-8b")
+        joined_deployment = client.post("/webhooks/alertmanager", json=same_deployment, headers=am).json()
+        held.release.set()
+        timeline = client.get(f"/incidents/{region_id}", headers=api).json()
+        west = client.get(f"/incidents/{west_id}", headers=api).json()
+    assert joined_region["correlated"] == [region_id]
+    assert [c["reason"] for c in timeline["correlated"]] == [f"shares region:eastus with open incident {region_id}"]
+    assert joined_deployment["correlated"] == [west_id]
+    expected = f"shares deployment:llm-serving/llama3-8b-westus with open incident {west_id}"
+    assert [c["reason"] for c in west["correlated"]] == [expected]
