@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.rulebook import Rulebook
 from agent.schemas import Incident, ToolResult
+from tools.approvers import Approvers
 from tools.guard import Policy
 
 if TYPE_CHECKING:
@@ -28,12 +29,29 @@ class Retriever(Protocol):
 
 class Cluster(Protocol):
     def evidence(self, target: dict[str, Any]) -> dict[str, Any]: ...
+    def lookup(self, target: dict[str, Any]) -> dict[str, Any]:
+        """{"exists": bool, "detail": str}: does the plan's target exist? Faults raise DependencyFault."""
+        ...
+
+    def observe(self, plan: dict[str, Any], owners: list[str]) -> dict[str, float]:
+        """Cluster-side symptoms of an executed plan (a drain's pods left, replicas not ready)."""
+        ...
+
     def dry_run(self, plan: dict[str, Any]) -> ToolResult: ...
     def execute(self, plan: dict[str, Any]) -> ToolResult: ...
 
 
+Observe = Callable[[], dict[str, float]]
+
+
 class SlaVerifier(Protocol):
-    def verify(self, plan: dict[str, Any], incident: Incident) -> dict[str, Any]: ...
+    def baseline(self, plan: dict[str, Any], incident: Incident, observe: Observe | None = None) -> dict[str, Any]:
+        """The SLA and the plan's symptoms right before the action."""
+        ...
+
+    def verify(
+        self, plan: dict[str, Any], incident: Incident, baseline: dict[str, Any] | None, observe: Observe | None = None
+    ) -> dict[str, Any]: ...
 
 
 class Telemetry(Protocol):
@@ -65,8 +83,18 @@ class Recorder(Protocol):
     def propose_action(self, run_id: str, key: str, plan: dict[str, Any]) -> dict[str, Any]: ...
     def update_action(self, key: str, **changes: Any) -> dict[str, Any]: ...
     def record_approval(self, key: str, approver: str, decision: str, reason: str = "") -> None: ...
-    def recent_actions(self, operation: str, target_name: str, since: datetime) -> int: ...
+    def record_approval_attempt(self, run_id: str, key: str | None, attempt: dict[str, Any]) -> None:
+        """Audit one approval attempt: who (person, via, subject), from where, decision, outcome, message."""
+        ...
+
+    def recent_action(self, operation: str, target_name: str, since: datetime) -> str | None:
+        """The run that executed this operation on this target since a moment, if any (cooldowns)."""
+        ...
+
     def record_sla_check(self, run_id: str, status: str, details: dict[str, Any]) -> None: ...
+    def record_touched(self, run_id: str, keys: list[str]) -> None:
+        """What an executed action changed (node:, deployment: keys), so alerts it causes correlate."""
+        ...
 
 
 class Notifier(Protocol):
@@ -80,6 +108,8 @@ class MemoryRecorder:
         self.steps: dict[tuple[str, str], dict[str, Any]] = {}
         self.actions: dict[str, dict[str, Any]] = {}
         self.approvals: list[dict[str, Any]] = []
+        self.attempts: list[dict[str, Any]] = []
+        self.touched: list[tuple[str, str]] = []
         self.sla_checks: list[dict[str, Any]] = []
 
     def record_step(self, run_id: str, node: str, summary: str, data: dict[str, Any]) -> None:
@@ -112,19 +142,28 @@ class MemoryRecorder:
     def record_approval(self, key: str, approver: str, decision: str, reason: str = "") -> None:
         self.approvals.append({"key": key, "approver": approver, "decision": decision, "reason": reason})
 
-    def recent_actions(self, operation: str, target_name: str, since: datetime) -> int:
-        return sum(
-            1
-            for a in self.actions.values()
-            if a["operation"] == operation
-            and a["target"].get("name") == target_name
-            and a["status"] == "executed"
-            and a["executed_at"] is not None
-            and a["executed_at"] >= since
-        )
+    def record_approval_attempt(self, run_id: str, key: str | None, attempt: dict[str, Any]) -> None:
+        seen = {a.get("attempt_id") for a in self.attempts if a.get("attempt_id")}
+        if not attempt.get("attempt_id") or attempt["attempt_id"] not in seen:  # replays of a resume
+            self.attempts.append({"run_id": run_id, "key": key, **attempt})
+
+    def recent_action(self, operation: str, target_name: str, since: datetime) -> str | None:
+        for a in self.actions.values():
+            if (
+                a["operation"] == operation
+                and a["target"].get("name") == target_name
+                and a["status"] == "executed"
+                and a["executed_at"] is not None
+                and a["executed_at"] >= since
+            ):
+                return str(a["key"]).split(":", 1)[0]
+        return None
 
     def record_sla_check(self, run_id: str, status: str, details: dict[str, Any]) -> None:
         self.sla_checks.append({"run_id": run_id, "status": status, "details": details})
+
+    def record_touched(self, run_id: str, keys: list[str]) -> None:
+        self.touched.extend((run_id, key) for key in keys)
 
 
 def _utcnow() -> datetime:
@@ -149,6 +188,8 @@ class TriageContext:
     judgement_problem: str | None = None
     embedder: Embedder | None = None
     history: IncidentHistory | None = None
+    # Who may approve what (tools/approvers.py). Empty: no approval can be accepted (fail closed).
+    approvers: Approvers = field(default_factory=Approvers)
     # Propose-only: plan and guard as usual, but never write to a cluster (eval replay, dry runs).
     propose_only: bool = False
     precedents_k: int = 5

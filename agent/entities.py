@@ -1,8 +1,13 @@
-"""Pull the incident's target out of its alert labels and, failing that, its text."""
+"""Pull the incident's target out of its alert labels and, failing that, its text.
+
+Where each entity came from is kept (`sources`): a name from alert labels was made by a machine; a name
+read out of prose may have been put there by anyone who can write an incident, so the guard treats it
+as a suggestion to confirm, never as a target to write to on its own."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from agent.schemas import Incident
 
@@ -31,15 +36,68 @@ _TEXT_PATTERNS = {
 
 
 def extract_entities(incident: Incident) -> dict[str, str]:
+    return entities_with_sources(incident)[0]
+
+
+def entities_with_sources(incident: Incident) -> tuple[dict[str, str], dict[str, str]]:
+    """The entities, and for each whether it came from `alert_labels` or `text`."""
     labels = incident.alert.labels if incident.alert else {}
     found: dict[str, str] = {}
+    sources: dict[str, str] = {}
     for entity, keys in _LABEL_KEYS.items():
         for key in keys:
             if labels.get(key):
-                found[entity] = labels[key]
+                found[entity], sources[entity] = labels[key], "alert_labels"
                 break
     text = incident.text()
     for entity, pattern in _TEXT_PATTERNS.items():
         if entity not in found and (match := pattern.search(text)):
-            found[entity] = match.group(1).lower()
-    return found
+            found[entity], sources[entity] = match.group(1).lower(), "text"
+    return found, sources
+
+
+# Which entities name a target of each kind (the planner's choice, agent/planner.py `_target`).
+_TARGET_ENTITIES = {
+    "node": ("node",),
+    "pod": ("pod",),
+    "deployment": ("deployment",),
+    "route": ("endpoint", "deployment"),
+}
+
+
+def target_source(target: dict[str, object], entities: dict[str, str], sources: dict[str, str]) -> str:
+    """Where a plan's target came from: `text` when its name or namespace was read from prose,
+    `alert_labels` when both came from labels, `telemetry` for a name no entity holds (fault
+    localisation picked the pod from Prometheus' labels), `none` without a name."""
+    name, namespace = target.get("name"), target.get("namespace")
+    if not name:
+        return "none"
+    if namespace and sources.get("namespace") == "text" and entities.get("namespace") == namespace:
+        return "text"
+    for entity in _TARGET_ENTITIES.get(str(target.get("kind")), ()):
+        if entities.get(entity) == name:
+            return sources.get(entity, "alert_labels")
+    return "telemetry"
+
+
+# Operations that disrupt what they touch for a while (pods restart or move, load moves): alerts about
+# it shortly after are their doing. A scale-out only adds capacity.
+DISRUPTIVE = frozenset(
+    {"cordon_and_evict", "restart_pod", "rollout_restart", "apply_connection_liveness_template", "shift_traffic"}
+)
+
+
+def touched_keys(plan: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """What an executed, disruptive action changed, as keys alerts can share."""
+    if plan.get("operation") not in DISRUPTIVE:
+        return []
+    target = plan.get("target") or {}
+    keys: list[str] = []
+    if target.get("kind") == "node" and target.get("name"):
+        keys.append(f"node:{target['name']}")
+    elif target.get("kind") in ("deployment", "route") and target.get("name"):
+        keys.append(f"deployment:{target.get('namespace') or '-'}/{target['name']}")
+    elif target.get("kind") == "pod" and (plan.get("parameters") or {}).get("deployment"):
+        keys.append(f"deployment:{target.get('namespace') or '-'}/{plan['parameters']['deployment']}")
+    keys.extend(f"deployment:{owner}" for owner in (result.get("details") or {}).get("owners") or [])
+    return keys

@@ -19,7 +19,7 @@ from agent.no_action import EVIDENCE_KINDS, VETOES, NoActionAssessment
 from agent.rulebook import Rulebook, score_subcategories
 from agent.schemas import CATEGORIES, Incident
 
-FEATURE_VERSION = "4"
+FEATURE_VERSION = "5"
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 # How the text is written says something the words do not: a public status page rarely names a cause
 # and is mostly about infrastructure; a customer ticket describes symptoms; a chat thread argues causes.

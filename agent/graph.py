@@ -1,4 +1,5 @@
-"""The triage graph: intake -> retrieve -> classify -> plan -> guard -> act -> verify -> (escalate) -> report.
+"""The triage graph: intake -> retrieve -> classify -> plan -> preflight -> guard -> act -> verify -> (escalate)
+-> report.
 
 `builder` is exported uncompiled so that tests, the CLI and the server compile it with the
 checkpointer they own.
@@ -17,6 +18,7 @@ from agent.nodes.escalate import escalate
 from agent.nodes.guard import guard
 from agent.nodes.intake import intake
 from agent.nodes.plan import plan
+from agent.nodes.preflight import preflight
 from agent.nodes.report import report
 from agent.nodes.retrieve import retrieve
 from agent.nodes.verify import verify
@@ -30,6 +32,7 @@ builder.add_node("intake", intake)
 builder.add_node("retrieve", retrieve)
 builder.add_node("classify", classify)
 builder.add_node("plan", plan)
+builder.add_node("preflight", preflight)
 builder.add_node("guard", guard)
 builder.add_node("act", act)
 builder.add_node("verify", verify)
@@ -39,7 +42,8 @@ builder.add_edge(START, "intake")
 builder.add_edge("intake", "retrieve")
 builder.add_edge("retrieve", "classify")
 builder.add_edge("classify", "plan")
-builder.add_edge("plan", "guard")
+builder.add_edge("plan", "preflight")
+builder.add_edge("preflight", "guard")
 builder.add_conditional_edges("guard", route_after_guard)
 builder.add_conditional_edges("act", route_after_act)
 builder.add_conditional_edges("verify", route_after_verify)

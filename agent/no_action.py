@@ -154,10 +154,13 @@ def _signal_readings(rules: NoActionRules, signals: Mapping[str, float]) -> tupl
             recovered.append(f"{metric} back to {now:g} (peak {peak:g}, threshold {limit:g})")
     if "sla" in signals and not trickle:
         target = signals.get("sla_target", rules.sla_floor)
+        worst = signals.get("sla_peak")  # for the SLA, the window's worst reading is its lowest
         if signals["sla"] < target:
             ongoing.append(f"SLA {signals['sla']:g} below target {target:g}")
-        elif signals.get("sla_peak") is not None or "sla_target" in signals:
-            recovered.append(f"SLA {signals['sla']:g} meets target {target:g}")
+        elif worst is not None and worst < target:
+            # Meeting the target is not an ending unless the SLA was missed in the window: a CPU hog
+            # that never dented it has not "recovered".
+            recovered.append(f"SLA back to {signals['sla']:g} (lowest {worst:g}, target {target:g})")
     return recovered, ongoing
 
 

@@ -11,9 +11,11 @@ def route_after_guard(state: TriageState) -> Literal["act", "escalate", "report"
     plan, verdict = state["plan"], state["guard"]["verdict"]
     if plan["mitigation"] == "M5":
         return "report"
-    if verdict in ("allowed", "approved", "approval_required"):
-        # approval_required reaches act only when nobody can approve (propose-only or no cluster):
-        # act then records the proposal without executing it.
+    if verdict == "already_mitigated":  # the cause was acted on by another run: nobody is paged for it
+        return "report"
+    if verdict in ("allowed", "approved", "approval_required", "unconfirmed"):
+        # approval_required reaches act only when nobody can approve (propose-only or no cluster), and
+        # unconfirmed when the target does not exist: act then records the proposal without executing it.
         return "act"
     if verdict in ("not_applicable", "denied", "rejected"):
         return "escalate"
@@ -33,7 +35,7 @@ def route_after_act(state: TriageState) -> Literal["verify", "escalate", "report
 
 def route_after_verify(state: TriageState) -> Literal["escalate", "report"]:
     status = state["verification"]["status"]
-    if status == "verified":
+    if status in ("verified", "nothing_to_verify"):
         return "report"
     if status in ("not_recovered", "unverified"):
         return "escalate"

@@ -124,7 +124,9 @@ class Plan(BaseModel):
     touches_cluster: bool = False
 
 
-ToolStatus = Literal["executed", "dry-run-ok", "denied", "approval-required", "failed", "not-configured"]
+# `unavailable`: the dependency (the API server) failed, not the request; details["fault"] says how and
+# whether doing it again is safe (tools/faults.py).
+ToolStatus = Literal["executed", "dry-run-ok", "denied", "approval-required", "failed", "not-configured", "unavailable"]
 
 
 class ToolResult(BaseModel):

@@ -17,16 +17,20 @@ class TriageState(TypedDict, total=False):
     run_id: str
     incident: dict[str, Any]
     entities: dict[str, str]
+    entity_sources: dict[str, str]  # per entity: alert_labels or text (agent/entities.py)
     precedents: list[dict[str, Any]]
     retrieval: dict[str, Any]
     cluster_evidence: dict[str, Any]
     classification: dict[str, Any]
     no_action: dict[str, Any]  # the "no action" evidence, vetoes, probability and decision (agent/verdicts.py)
     degraded: str  # why the rulebook answered alone (no model loaded, or the model failed)
+    model: str | None  # the judgement model's version when it answered
     llm_verdict: str  # how the LLM's answer was weighed against the model's
     signal_names: dict[str, Any]  # converted and unmapped signal names (agent/canonical.py)
     plan: dict[str, Any]
     localization: dict[str, Any]  # which pod is the cause, when a restart is planned and telemetry can tell
+    # Before anyone is asked: the policy's verdict, whether the target exists, the dry run's answer.
+    preflight: dict[str, Any]
     guard: dict[str, Any]
     approvals: list[dict[str, Any]]
     action: dict[str, Any]

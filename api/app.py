@@ -15,9 +15,11 @@ from api.runs import RunOutcome
 from api.security import RateLimiter
 from api.service_metrics import ServiceMetrics
 from api.settings import Settings, get_settings
-from api.wiring import Store, make_context, open_checkpointer, open_store
+from api.wiring import Store, make_approvers, make_context, open_checkpointer, open_store, warm_index
 from api.worker import RunWorker
+from store.correlation import Correlator
 from store.incident_queries import IncidentQueries
+from tools.guard import DEFAULT_POLICY, load_policy
 
 log = logging.getLogger("mitigate")
 
@@ -32,6 +34,9 @@ class Service:
     limiter: RateLimiter
     checkpointer: Any
     make_context: Callable[[], Any]
+    approvers: Any  # tools.approvers.Approvers: the doors and the guard read this one registry
+    policy: Any  # tools.guard.Policy
+    correlator: Any  # store.correlation.Correlator
 
 
 class IngestFirst:
@@ -65,10 +70,14 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings)
         metrics = ServiceMetrics()
+        approvers = make_approvers(settings)
+        policy = load_policy(settings.policy_path or DEFAULT_POLICY)
         with open_checkpointer(settings.database_url) as checkpointer:
 
             def make() -> Any:
-                return context_factory(store) if context_factory else make_context(settings, store.recorder)
+                context = context_factory(store) if context_factory else make_context(settings, store.recorder)
+                context.approvers = approvers  # one registry for the doors and the guard
+                return context
 
             hooks: list[Callable[[RunOutcome], None]] = []
 
@@ -80,7 +89,9 @@ def create_app(
             problem = getattr(make(), "judgement_problem", None)
             if problem:  # named once at start-up, and on /readyz and in every report after
                 log.warning("judgement model not used, triaging with the rulebook alone: %s", problem)
-            worker = RunWorker(store.recorder, make, checkpointer, settings.worker_threads, on_outcome)
+            worker = RunWorker(
+                store.recorder, make, checkpointer, settings.worker_threads, on_outcome, retry=settings.retry_policy()
+            )
             app.state.service = Service(
                 settings,
                 store,
@@ -90,12 +101,16 @@ def create_app(
                 RateLimiter(settings.rate_limit_per_minute),
                 checkpointer,
                 make,
+                approvers,
+                policy,
+                Correlator(store.sessions),
             )
             for bot in (slack_bot, teams_bot):
                 if bot is not None:
                     bot.bind(app.state.service)
                     hooks.append(bot.on_outcome)
             worker.start()
+            warm_index(settings)
             try:
                 yield
             finally:

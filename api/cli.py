@@ -43,8 +43,11 @@ def _read_incident(source: str) -> tuple[Any, dict[str, Any]]:
 
 
 def cmd_triage(args: argparse.Namespace) -> int:
-    from api.render import print_report
-    from api.runs import start_run
+    import uuid
+
+    from api.run_faults import run_to_end
+    from api.runs import create_run, execute_run, resume_run
+    from api.runs_cli import _show
     from api.settings import get_settings
     from api.wiring import make_context, open_checkpointer, open_store
 
@@ -55,47 +58,22 @@ def cmd_triage(args: argparse.Namespace) -> int:
     settings = get_settings()
     store = open_store(settings)
     context = make_context(settings, store.recorder, engine=args.engine)
+    engine = "llm" if context.llm else "rulebook"
+    run_id = create_run(incident, source="cli", payload=payload, recorder=store.recorder, engine=engine)
+    if run_id is None:  # a repeated incident id gets a new run on the stored incident
+        run_id = uuid.uuid4().hex
+        store.recorder.start_run(run_id, incident.id, engine, status="queued")
     with open_checkpointer(settings.database_url) as checkpointer:
-        outcome = start_run(
-            incident, source="cli", payload=payload, recorder=store.recorder, context=context, checkpointer=checkpointer
+        outcome = run_to_end(
+            lambda: execute_run(run_id, recorder=store.recorder, context=context, checkpointer=checkpointer),
+            lambda: resume_run(run_id, recorder=store.recorder, context=context, checkpointer=checkpointer),
+            run_id,
+            recorder=store.recorder,
+            context=context,
+            checkpointer=checkpointer,
+            retry=settings.retry_policy(),
         )
-    if args.json:
-        print(json.dumps(_json_report(outcome.as_dict()), default=str))
-    else:
-        print_report(outcome.as_dict())
-    return 0
-
-
-def _json_report(outcome: dict[str, Any]) -> dict[str, Any]:
-    report: dict[str, Any] | None = outcome["report"]
-    if report is None:
-        return {"run_id": outcome["run_id"], "status": outcome["status"], "waiting_for": outcome["waiting_for"]}
-    return report
-
-
-def cmd_resume(args: argparse.Namespace) -> int:
-    from api.render import print_report
-    from api.runs import resume_run
-    from api.settings import get_settings
-    from api.wiring import make_context, open_checkpointer, open_store
-
-    settings = get_settings()
-    store = open_store(settings)
-    context = make_context(settings, store.recorder)
-    answer = None
-    if args.command in ("approve", "reject"):
-        answer = {"approved": args.command == "approve", "by": args.by, "reason": args.reason or ""}
-    with open_checkpointer(settings.database_url) as checkpointer:
-        try:
-            outcome = resume_run(
-                args.run_id, recorder=store.recorder, context=context, checkpointer=checkpointer, answer=answer
-            )
-        except (LookupError, ValueError) as exc:
-            return _fail(str(exc))
-    if args.json:
-        print(json.dumps(_json_report(outcome.as_dict()), default=str))
-    else:
-        print_report(outcome.as_dict())
+    _show(outcome.as_dict(), args.json)
     return 0
 
 
@@ -125,18 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     triage.add_argument("--engine", choices=["auto", "rulebook", "llm"], help="override MITIGATE_ENGINE")
     triage.set_defaults(func=cmd_triage)
 
-    for name, text in (
-        ("resume", "continue a run from its last checkpoint (after a crash or restart)"),
-        ("approve", "approve the action a paused run is waiting for"),
-        ("reject", "reject the action a paused run is waiting for"),
-    ):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("run_id")
-        if name != "resume":
-            p.add_argument("--by", required=True, help="who decides (recorded in the audit trail)")
-            p.add_argument("--reason", help="why (required to approve a deletion)")
-        p.add_argument("--json", action="store_true")
-        p.set_defaults(func=cmd_resume)
+    from api.runs_cli import add_run_commands
+
+    add_run_commands(sub)
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")

@@ -11,8 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from agent.schemas import Incident
+from api.approvals_flow import Identity, Result, decide
 from api.runs import create_run
 from api.worker import Job
+from store.correlation import cause_keys
 
 
 def accept_incident(
@@ -34,28 +36,50 @@ def accept_incident(
 AlertOutcome = Literal["accepted", "duplicate", "correlated"]
 
 
+def _joins(service: Any, incident: Incident, correlation_key: str) -> tuple[str, str] | None:
+    """The open incident this alert belongs to, and why: its Alertmanager group, a shared cause (node,
+    deployment, region-wide) within the correlation window, or an action of a run shortly before."""
+    settings, correlator = service.settings, service.correlator
+    now = datetime.now(UTC)
+    if settings.alert_correlation_window_s > 0:
+        since = now - timedelta(seconds=settings.alert_correlation_window_s)
+        primary = correlator.open_incident_for(correlation_key, since)
+        if primary is not None and primary != incident.id:
+            return primary, f"same Alertmanager group as open incident {primary}"
+    if settings.correlation_window_s > 0 or settings.own_action_window_s > 0:
+        _own, wanted = cause_keys(incident)
+        found: tuple[str, str] | None = correlator.sharing_cause(
+            wanted,
+            now - timedelta(seconds=settings.correlation_window_s),
+            now - timedelta(seconds=settings.own_action_window_s),
+        )
+        if found is not None and found[0] != incident.id:
+            return found
+    return None
+
+
 def accept_alert(
     service: Any, incident: Incident, raw: dict[str, Any], *, fingerprint: str, correlation_key: str
 ) -> tuple[AlertOutcome, str]:
-    """An alert from Alertmanager: a new incident with a queued run, unless an incident of its group is
-    still open (then it is stored as correlated with that one, and starts nothing). The run waits
+    """An alert from Alertmanager: a new incident with a queued run, unless it belongs to an open one
+    (then it is stored as correlated with it, with the reason, and starts nothing). The run waits
     `alert_settle_s` before triage, so a blip that heals itself is seen healed."""
     settings = service.settings
-    if settings.alert_correlation_window_s > 0:
-        since = datetime.now(UTC) - timedelta(seconds=settings.alert_correlation_window_s)
-        primary = service.store.recorder.open_incident_for(correlation_key, since)
-        if primary is not None and primary != incident.id:
-            stored = service.store.recorder.save_correlated(
-                incident,
-                primary_id=primary,
-                source="alertmanager",
-                payload=raw,
-                fingerprint=fingerprint,
-                correlation_key=correlation_key,
-            )
-            if not stored:
-                service.metrics.duplicates.labels("alertmanager").inc()
-            return ("correlated" if stored else "duplicate"), primary
+    joined = _joins(service, incident, correlation_key)
+    if joined is not None:
+        primary, reason = joined
+        stored = service.correlator.save_correlated(
+            incident,
+            primary_id=primary,
+            reason=reason,
+            source="alertmanager",
+            payload=raw,
+            fingerprint=fingerprint,
+            correlation_key=correlation_key,
+        )
+        if not stored:
+            service.metrics.duplicates.labels("alertmanager").inc()
+        return ("correlated" if stored else "duplicate"), primary
     engine = "llm" if settings.use_llm() else "rulebook"
     run_id = create_run(
         incident,
@@ -69,17 +93,22 @@ def accept_alert(
     if run_id is None:
         service.metrics.duplicates.labels("alertmanager").inc()
         return "duplicate", incident.id
+    service.correlator.remember(incident.id, cause_keys(incident)[0])
     service.metrics.incidents.labels("alertmanager").inc()
     service.worker.submit(Job(run_id, not_before=time.monotonic() + settings.alert_settle_s))
     return "accepted", incident.id
 
 
-def submit_decision(
-    service: Any, run_id: str, *, by: str, approved: bool, reason: str = ""
-) -> Literal["submitted", "not_waiting"]:
-    """Resume a paused run with one person's answer; the guard node judges it (count, expiry, reason)."""
-    run = service.store.recorder.run(run_id)
-    if run is None or run["status"] != "awaiting_approval":
-        return "not_waiting"
-    service.worker.submit(Job(run_id, {"approved": approved, "by": by, "reason": reason}))
-    return "submitted"
+def submit_decision(service: Any, run_id: str, identity: Identity, *, approved: bool, reason: str = "") -> Result:
+    """One person's answer from any door: checked, audited, and (when it may count) handed to the worker,
+    where the guard node judges it again (count, roles, expiry, reason)."""
+    return decide(
+        recorder=service.store.recorder,
+        approvers=service.approvers,
+        approval_ttl_s=service.policy.approval_ttl_seconds,
+        submit=lambda rid, answer: service.worker.submit(Job(rid, answer)),
+        run_id=run_id,
+        identity=identity,
+        approved=approved,
+        reason=reason,
+    )

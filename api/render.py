@@ -20,15 +20,26 @@ def _fmt(value: Any) -> str:
 
 def print_report(outcome: dict[str, Any]) -> None:
     report = outcome.get("report")
-    if report is None:
+    if report is None or outcome.get("status") == "awaiting_approval":
         waiting = outcome.get("waiting_for") or {}
         action = waiting.get("action", {})
+        summary = waiting.get("summary") or {}
+        dry = summary.get("dry_run") or {}
         _console.print(
             f"[bold]Run {outcome['run_id']}[/bold] is waiting for approval "
             f"({waiting.get('approvals_required')} needed, so far {waiting.get('approvals_so_far')})."
         )
-        _console.print(f"Proposed: {action.get('mitigation')} {action.get('operation')} on {action.get('target')}")
-        _console.print(f"Approve with: mitigate approve {outcome['run_id']} --by NAME [--reason TEXT]")
+        _console.print(
+            f"Classification: {summary.get('category')}/{summary.get('subcategory')}  risk {summary.get('risk')}",
+            markup=False,
+        )
+        _console.print(
+            f"Proposed: {action.get('mitigation')} {action.get('operation')} on {action.get('target')}", markup=False
+        )
+        _console.print(f"Dry run: {dry.get('status', 'not run')} {dry.get('reason', '')}", markup=False)
+        _console.print(
+            f"Approve with: MITIGATE_APPROVER_TOKEN=... mitigate approve {outcome['run_id']} [--reason TEXT]"
+        )
         return
     _console.print(
         f"[bold]Incident {report['incident_id']}[/bold]  run {report['run_id']}  status [bold]{report['status']}[/bold]"

@@ -23,16 +23,22 @@ class RunOutcome:
     status: str
     report: dict[str, Any] | None
     waiting_for: dict[str, Any] | None = None
+    retry_in: float | None = None  # status `retrying`: seconds until the next attempt
 
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "status": self.status, "report": self.report, "waiting_for": self.waiting_for}
 
 
+class NotWaiting(ValueError):
+    """An approval answer for a run that is not (or no longer) waiting for one."""
+
+
 def _finish(recorder: StoreRecorder, run_id: str, result: dict[str, Any]) -> RunOutcome:
     interrupts = result.get("__interrupt__")
     if interrupts:
-        recorder.set_run_status(run_id, "awaiting_approval")
-        return RunOutcome(run_id, "awaiting_approval", None, interrupts[0].value)
+        waiting = interrupts[0].value
+        recorder.set_run_status(run_id, "awaiting_approval", waiting.get("summary"))
+        return RunOutcome(run_id, "awaiting_approval", None, waiting)
     report = result["report"]
     recorder.finish_run(run_id, status=report["status"], report=report)
     return RunOutcome(run_id, report["status"], report)
@@ -117,13 +123,16 @@ def resume_run(
     if not snapshot.values:
         raise LookupError(f"no checkpoint for run {run_id}")
     if not snapshot.next:
+        if answer is not None:
+            raise NotWaiting(f"run {run_id} has finished; it is not waiting for an approval")
         report = snapshot.values.get("report")
         return RunOutcome(run_id, snapshot.values.get("status", "unknown"), report)
     waiting = any(task.interrupts for task in snapshot.tasks)
     if waiting and answer is None:
         return RunOutcome(run_id, "awaiting_approval", None, snapshot.tasks[0].interrupts[0].value)
     if not waiting and answer is not None:
-        raise ValueError(f"run {run_id} is not waiting for an approval")
+        raise NotWaiting(f"run {run_id} is not waiting for an approval")
     command: Any = Command(resume=answer) if answer is not None else None
+    recorder.set_run_status(run_id, "running")
     result = graph.invoke(command, config=config, context=context, durability="sync")
     return _finish(recorder, run_id, result)

@@ -10,6 +10,7 @@ import hmac
 import threading
 import time
 from collections import defaultdict
+from typing import Any
 
 from fastapi import HTTPException, Request, status
 from pydantic import SecretStr
@@ -27,29 +28,52 @@ def require_bearer(request: Request, secret: SecretStr, door: str) -> None:
         )
 
 
-def require_dashboard(request: Request, secret: SecretStr) -> None:
-    """The dashboard takes the REST token as the password of HTTP Basic auth (so a browser can sign in)
-    or as a bearer token. Any user name is accepted; the token is the secret."""
-    expected = secret.get_secret_value()
-    if not expected:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "the dashboard is closed: set MITIGATE_API_TOKEN on the server"
-        )
+def bearer_token(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token if scheme.lower() == "bearer" else ""
+
+
+def _basic(request: Request) -> tuple[str, str]:
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    token = ""
-    if scheme.lower() == "bearer":
-        token = value
-    elif scheme.lower() == "basic":
-        try:
-            token = base64.b64decode(value, validate=True).decode().partition(":")[2]
-        except (binascii.Error, UnicodeDecodeError):
-            token = ""
-    if not hmac.compare_digest(token.encode(), expected.encode()):
+    if scheme.lower() != "basic":
+        return "", ""
+    try:
+        user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return "", ""
+    return user, password
+
+
+def _shared(token: str, secret: SecretStr) -> bool:
+    expected = secret.get_secret_value()
+    return bool(expected) and hmac.compare_digest(token.encode(), expected.encode())
+
+
+def require_reader(request: Request, service: Any) -> None:
+    """Reading (incidents, runs) takes the shared API token or any approver's own token."""
+    token = bearer_token(request)
+    if not (_shared(token, service.settings.api_token) or service.approvers.by_token(token) is not None):
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "sign in with any user name and the API token as the password",
-            headers={"WWW-Authenticate": 'Basic realm="mitigate dashboard", charset="UTF-8"'},
+            status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
         )
+
+
+def require_dashboard(request: Request, service: Any) -> Any:
+    """Sign in to the dashboard with HTTP Basic (a browser can) or a bearer token. Your own approver id
+    and personal token sign you in as you (you can approve from the pages); any user name with the
+    shared API token reads only. Returns the person, or None for a read-only session."""
+    user, password = _basic(request)
+    token = password or bearer_token(request)
+    person = service.approvers.by_token(token) if token else None
+    if person is not None and (not user or hmac.compare_digest(user.encode(), person.id.encode())):
+        return person
+    if _shared(token, service.settings.api_token):
+        return None
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        "sign in with your approver id and personal token, or any user name and the API token (read-only)",
+        headers={"WWW-Authenticate": 'Basic realm="mitigate dashboard", charset="UTF-8"'},
+    )
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from api.run_faults import RetryPolicy
 
 
 class Settings(BaseSettings):
@@ -79,20 +82,42 @@ class Settings(BaseSettings):
         default=3600, ge=0, description="alerts of one Alertmanager group join an open incident this recent; 0 = off"
     )
     worker_threads: int = Field(default=2, ge=1, le=32)
+    run_retry_attempts: int = Field(
+        default=3, ge=1, le=20, description="attempts of a run meeting infrastructure faults before it escalates"
+    )
+    run_retry_backoff_s: float = Field(default=5.0, ge=0, description="before the 2nd attempt; doubled each time")
+    approvers_file: Path | None = Field(
+        default=None,
+        description="who may approve which risk tier, with per-person token hashes and chat ids "
+        "(tools/approvers.py); unset: nobody can approve",
+    )
+    correlation_window_s: int = Field(
+        default=1800,
+        ge=0,
+        description="alerts sharing a node/deployment/region cause join an open incident this recent",
+    )
+    own_action_window_s: int = Field(
+        default=900,
+        ge=0,
+        description="alerts about what a run's action touched, this soon after it, join that incident",
+    )
 
     # Slack (the bot is mounted at /slack/events when a signing secret is set).
     slack_bot_token: SecretStr = SecretStr("")
     slack_signing_secret: SecretStr = SecretStr("")
     slack_api_url: str = Field(default="https://slack.com/api/", description="Slack Web API base URL")
-    slack_approvers: str = Field(default="", description="comma-separated Slack user ids allowed to approve")
     slack_alert_channel: str = Field(default="", description="channel for summaries of webhook incidents")
 
     # Microsoft Teams (the bot is mounted at /teams/messages when an app id is set).
     teams_app_id: str = ""
     teams_app_password: SecretStr = SecretStr("")
-    teams_approvers: str = Field(default="", description="comma-separated AAD object ids allowed to approve")
     teams_openid_metadata_url: str = Field(default="", description="override for sovereign/private clouds")
     teams_token_issuer: str = "https://api.botframework.com"
+
+    def retry_policy(self) -> RetryPolicy:
+        from api.run_faults import RetryPolicy
+
+        return RetryPolicy(attempts=self.run_retry_attempts, backoff_s=self.run_retry_backoff_s)
 
     def use_llm(self) -> bool:
         if self.engine == "rulebook":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -18,6 +19,7 @@ from slack_bolt import Ack, App, BoltRequest, Respond, Say
 from slack_sdk import WebClient
 
 from agent.schemas import Incident
+from api.approvals_flow import Identity, audit_refusal
 from api.deps import client_of, read_body
 from api.intake import accept_incident, submit_decision
 from api.runs import RunOutcome
@@ -32,13 +34,27 @@ def summary_blocks(outcome: RunOutcome) -> list[dict[str, Any]]:
         waiting = outcome.waiting_for or {}
         action = waiting.get("action", {})
         target = action.get("target") or {}
+        summary = waiting.get("summary") or {}
         text = (
             f"*Approval needed* for run `{outcome.run_id}`: {action.get('mitigation')} "
             f"`{action.get('operation')}` on {target.get('kind')} `{target.get('namespace') or ''}/"
             f"{target.get('name') or ''}` ({waiting.get('approvals_required')} approver(s); so far "
             f"{', '.join(waiting.get('approvals_so_far', [])) or 'none'}).\n{action.get('rationale', '')}"
         )
-        return [{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}, _buttons(outcome.run_id)]
+        fields = [
+            f"*Category*\n{summary.get('category')}/{summary.get('subcategory')}",
+            f"*Risk*\n{summary.get('risk')}",
+            f"*Plan*\n{action.get('mitigation')} `{action.get('operation')}`",
+            f"*Dry run*\n{(summary.get('dry_run') or {}).get('status', 'not run')}",
+        ]
+        paused: list[dict[str, Any]] = [
+            {"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}},
+            {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
+        ]
+        if summary.get("dry_run"):
+            said = json.dumps(summary["dry_run"].get("details") or summary["dry_run"].get("reason"), indent=1)
+            paused.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Dry run*\n```{said[:2500]}```"}})
+        return [*paused, _buttons(outcome.run_id)]
     report = outcome.report
     plan = report["plan"]
     target = plan.get("target") or {}
@@ -105,7 +121,6 @@ class SlackBot:
     def __init__(self, settings: Any) -> None:
         self.service: Any = None  # bound at start-up, when the store and worker exist
         self.client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
-        self.approvers = {u.strip() for u in settings.slack_approvers.split(",") if u.strip()}
         self.app = App(
             client=self.client,
             signing_secret=settings.slack_signing_secret.get_secret_value(),
@@ -187,27 +202,31 @@ class SlackBot:
             run = self.service.store.recorder.run(rest.strip())
             respond(f"Run `{rest.strip()}`: {run['status']}" if run else f"No run `{rest.strip()}`.")
         elif verb in ("approve", "reject") and rest:
-            respond(self._decide(rest.strip(), user, verb == "approve"))
+            respond(self._decide(rest.strip(), user, verb == "approve", command.get("channel_id", "")))
         else:
             respond("Usage: /mitigate triage TEXT | status RUN_ID | approve RUN_ID | reject RUN_ID")
 
     def _on_button(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         ack()
         action = body["actions"][0]
-        respond(
-            self._decide(action["value"], body["user"]["id"], action["action_id"] == APPROVE), replace_original=False
-        )
+        channel = (body.get("channel") or {}).get("id", "")
+        approved = action["action_id"] == APPROVE
+        respond(self._decide(action["value"], body["user"]["id"], approved, channel), replace_original=False)
 
-    def _decide(self, run_id: str, user: str, approved: bool) -> str:
-        if user not in self.approvers:
-            return f"<@{user}> is not in the approvers group; nothing was changed."
+    def _decide(self, run_id: str, user: str, approved: bool, channel: str) -> str:
+        """The Slack user id comes from a request Bolt verified (signature, replay window); the approvers
+        file says which person it is and what they may approve."""
+        person = self.service.approvers.by_slack(user)
+        identity = Identity(person.id if person else None, "slack", user, f"slack:{channel}")
         verdict = "approved" if approved else "rejected"
-        if (
-            submit_decision(self.service, run_id, by=f"slack:{user}", approved=approved, reason=f"{verdict} in Slack")
-            == "not_waiting"
-        ):
+        result = submit_decision(self.service, run_id, identity, approved=approved, reason=f"{verdict} in Slack")
+        if result.outcome == "unauthenticated":
+            return f"<@{user}> is not in the approvers group; nothing was changed."
+        if result.outcome == "not_waiting":
             return f"Run `{run_id}` is not waiting for an approval."
-        return f"{verdict.capitalize()} by <@{user}>; resuming run `{run_id}`."
+        if result.outcome == "submitted":
+            return f"{verdict.capitalize()} by <@{user}>; resuming run `{run_id}`."
+        return f"<@{user}>: {result.message}"
 
     # ---- results back to Slack ------------------------------------------------------------------
     def on_outcome(self, outcome: RunOutcome) -> None:
@@ -227,6 +246,24 @@ class SlackBot:
             log.exception("could not post run %s to Slack", outcome.run_id)
 
 
+def claimed_approval(body: bytes) -> tuple[str, str, bool] | None:
+    """(run id, user id, approved) an approval request claims to be, read without trusting it."""
+    try:
+        form = parse_qs(body.decode("utf-8"))
+        if "payload" in form:
+            payload = json.loads(form["payload"][0])
+            action = (payload.get("actions") or [{}])[0]
+            if action.get("action_id") in (APPROVE, REJECT):
+                user = str((payload.get("user") or {}).get("id", ""))
+                return str(action.get("value", ""))[:64], user[:64], action["action_id"] == APPROVE
+        verb, _, rest = (form.get("text") or [""])[0].strip().partition(" ")
+        if verb in ("approve", "reject") and rest:
+            return rest.strip()[:64], (form.get("user_id") or [""])[0][:64], verb == "approve"
+    except (UnicodeDecodeError, ValueError, AttributeError, TypeError):
+        return None
+    return None
+
+
 def slack_router(bot: SlackBot) -> APIRouter:
     router = APIRouter(tags=["chat"])
 
@@ -238,6 +275,11 @@ def slack_router(bot: SlackBot) -> APIRouter:
             body=body.decode("utf-8"), query=str(request.query_params), headers=dict(request.headers)
         )
         response = await run_in_threadpool(bot.app.dispatch, bolt_request)
+        if response.status == 401 and (claim := claimed_approval(body)) is not None:
+            run_id, user, approved = claim  # what the unverified request claims; audited as refused
+            identity = Identity(None, "slack", user, f"{client_of(request)} (unverified)")
+            message = "the Slack request signature did not verify"
+            await run_in_threadpool(audit_refusal, bot.service.store.recorder, run_id, identity, approved, message)
         return Response(
             status_code=response.status, content=response.body, headers=response.first_headers_without_set_cookie()
         )

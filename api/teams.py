@@ -18,8 +18,10 @@ from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFramewo
 from botbuilder.schema import Activity, ConversationReference
 from botframework.connector.auth import PasswordServiceClientCredentialFactory, ServiceClientCredentialsFactory
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 from agent.schemas import Incident
+from api.approvals_flow import Identity, audit_refusal
 from api.deps import client_of, read_body
 from api.intake import accept_incident, submit_decision
 from api.runs import RunOutcome
@@ -35,6 +37,7 @@ def summary_card(outcome: RunOutcome) -> dict[str, Any]:
         waiting = outcome.waiting_for or {}
         action = waiting.get("action", {})
         target = action.get("target") or {}
+        summary = waiting.get("summary") or {}
         body.append(
             {
                 "type": "TextBlock",
@@ -44,6 +47,14 @@ def summary_card(outcome: RunOutcome) -> dict[str, Any]:
                 f"{target.get('kind')} {target.get('namespace') or ''}/{target.get('name') or ''}",
             }
         )
+        dry = summary.get("dry_run") or {}
+        facts = [
+            {"title": "Category", "value": f"{summary.get('category')}/{summary.get('subcategory')}"},
+            {"title": "Risk", "value": str(summary.get("risk"))},
+            {"title": "Plan", "value": f"{action.get('mitigation')} {action.get('operation')}"},
+            {"title": "Dry run", "value": f"{dry.get('status', 'not run')}: {dry.get('reason', '')}"},
+        ]
+        body.append({"type": "FactSet", "facts": facts})
         body.append({"type": "TextBlock", "wrap": True, "text": action.get("rationale", "")})
         actions = [
             {"type": "Action.Submit", "title": title, "data": {"mitigate": verb, "run_id": outcome.run_id}}
@@ -76,7 +87,6 @@ class TeamsBot(ActivityHandler):
     def __init__(self, settings: Any, credentials: ServiceClientCredentialsFactory | None = None) -> None:
         self.service: Any = None  # bound at start-up
         self.app_id = settings.teams_app_id
-        self.approvers = {a.strip() for a in settings.teams_approvers.split(",") if a.strip()}
         config = _BotConfig(settings)
         auth = ConfigurationBotFrameworkAuthentication(
             config,
@@ -92,15 +102,17 @@ class TeamsBot(ActivityHandler):
 
     async def on_message_activity(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity
-        user = activity.from_property.aad_object_id or activity.from_property.id
+        # The AAD object id of a token the framework validated; a bare channel id is no identity for approvals.
+        user = activity.from_property.aad_object_id or ""
+        where = f"teams:{activity.conversation.id}" if activity.conversation else "teams"
         if isinstance(activity.value, dict) and activity.value.get("mitigate") in ("approve", "reject"):
-            answer = self._decide(str(activity.value.get("run_id")), user, activity.value["mitigate"] == "approve")
-            await turn_context.send_activity(answer)
+            approved = activity.value["mitigate"] == "approve"
+            await turn_context.send_activity(self._decide(str(activity.value.get("run_id")), user, approved, where))
             return
         text = TurnContext.remove_recipient_mention(activity) or activity.text or ""
         verb, _, rest = text.strip().partition(" ")
         if verb.lower() in ("approve", "reject") and rest:
-            await turn_context.send_activity(self._decide(rest.strip(), user, verb.lower() == "approve"))
+            await turn_context.send_activity(self._decide(rest.strip(), user, verb.lower() == "approve", where))
         elif verb.lower() == "status" and rest:
             run = self.service.store.recorder.run(rest.strip())
             await turn_context.send_activity(f"Run {rest.strip()}: {run['status']}" if run else "No such run.")
@@ -115,16 +127,18 @@ class TeamsBot(ActivityHandler):
         incident = Incident(id=incident_id, title=text[:200], description=text)
         return accept_incident(self.service, incident, "teams", {"teams": {"reference": reference.serialize()}})
 
-    def _decide(self, run_id: str, user: str, approved: bool) -> str:
-        if user not in self.approvers:
-            return f"{user} is not in the approvers group; nothing was changed."
+    def _decide(self, run_id: str, user: str, approved: bool, where: str) -> str:
+        person = self.service.approvers.by_teams(user) if user else None
+        identity = Identity(person.id if person else None, "teams", user, where)
         verdict = "approved" if approved else "rejected"
-        if (
-            submit_decision(self.service, run_id, by=f"teams:{user}", approved=approved, reason=f"{verdict} in Teams")
-            == "not_waiting"
-        ):
+        result = submit_decision(self.service, run_id, identity, approved=approved, reason=f"{verdict} in Teams")
+        if result.outcome == "unauthenticated":
+            return f"{user or 'this sender'} is not in the approvers group; nothing was changed."
+        if result.outcome == "not_waiting":
             return f"Run {run_id} is not waiting for an approval."
-        return f"{verdict.capitalize()} by {user}; resuming run {run_id}."
+        if result.outcome == "submitted":
+            return f"{verdict.capitalize()} by {person.id if person else user}; resuming run {run_id}."
+        return result.message
 
     def on_outcome(self, outcome: RunOutcome) -> None:
         """Post the summary card into the conversation that started the run (a proactive message)."""
@@ -176,6 +190,13 @@ def teams_router(bot: TeamsBot) -> APIRouter:
             authenticated = await auth.authenticate_request(activity, request.headers.get("Authorization", ""))
         except Exception as exc:  # every way a token can be wrong is a 401, never a 500
             log.info("refused a Teams activity: %s", type(exc).__name__)
+            value = activity.value if isinstance(activity.value, dict) else {}
+            if value.get("mitigate") in ("approve", "reject"):  # what the unverified request claims
+                sender = activity.from_property.aad_object_id if activity.from_property else ""
+                identity = Identity(None, "teams", str(sender or "")[:64], f"{client_of(request)} (unverified)")
+                approved, run_id = value["mitigate"] == "approve", str(value.get("run_id"))[:64]
+                message = "the Bot Framework token did not validate"
+                await run_in_threadpool(audit_refusal, bot.service.store.recorder, run_id, identity, approved, message)
             return Response(status_code=401, content="unauthorized")
         invoke = await bot.adapter.process_activity(authenticated, activity, bot.on_turn)
         if invoke is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from typing import Any
 
 from agent.context import Recorder, TriageContext
 from agent.rulebook import DEFAULT_RULEBOOK, load_rulebook
+from api.index_holder import LazyRetriever, open_postmortem_index
 from api.settings import Settings
 from store.db import make_engine, migrate, session_factory
 from store.incident_queries import IncidentQueries
@@ -43,22 +45,14 @@ def make_cluster(settings: Settings) -> Any:
 
     policy = load_policy(settings.policy_path or DEFAULT_POLICY)
     approved = str(settings.kube_approved_kubeconfig) if settings.kube_approved_kubeconfig else None
-    return connect(str(settings.kubeconfig), approved, max_pods_affected=policy.blast_radius["max_pods_affected"])
+    return connect(str(settings.kubeconfig), approved, policy=policy)
 
 
-@cache
 def shared_embedder() -> Any:
     """One sentence embedder per process: the judgement and the postmortem index read the same model."""
-    from tools.embeddings import MiniLMEmbedder
+    from tools.embeddings import shared_embedder as shared
 
-    return MiniLMEmbedder()
-
-
-@cache
-def open_postmortem_index(state_dir: Path, chroma_url: str | None) -> Any:
-    from tools.postmortems import PostmortemIndex
-
-    return PostmortemIndex(state_dir, chroma_url=chroma_url, embedder=shared_embedder())
+    return shared()
 
 
 @cache
@@ -73,6 +67,15 @@ def load_model(model_path: Path | None, use_model: bool, rulebook_path: Path | N
         return load_judgement(model_path or DEFAULT_ARTEFACT, load_rulebook(rulebook_path or DEFAULT_RULEBOOK)), None
     except ModelArtefactError as exc:
         return None, str(exc)
+
+
+__all__ = ["open_postmortem_index"]  # re-exported: the CLI and benchmarks open the index through here
+
+
+def make_approvers(settings: Settings) -> Any:
+    from tools.approvers import load_approvers
+
+    return load_approvers(settings.approvers_file)
 
 
 def make_metrics(settings: Settings) -> Any:
@@ -104,12 +107,25 @@ def make_localizer(settings: Settings) -> Any:
 
 
 def make_retriever(settings: Settings) -> Any:
-    """Precedents when a postmortem index exists (after `mitigate postmortems ingest`), else none."""
+    """Precedents when a postmortem index exists (after `mitigate postmortems ingest`), else none. The
+    index opens on first search: a store that cannot open is a note in the run, never a failed run."""
     if settings.chroma_url is None and not (settings.state_dir / "postmortems.db").exists():
         return None
-    from tools.postmortems import PostmortemRetriever
+    return LazyRetriever(settings.state_dir, settings.chroma_url)
 
-    return PostmortemRetriever(open_postmortem_index(settings.state_dir, settings.chroma_url))
+
+def warm_index(settings: Settings) -> None:
+    """Open the postmortem index in the background at start-up, so a store that cannot open shows on
+    /readyz at once (and the first triage does not wait for it). A failure is recorded, not raised."""
+    if make_retriever(settings) is None:
+        return
+    import threading
+
+    def warm() -> None:
+        with contextlib.suppress(Exception):  # index_problem() has the reason; runs go on without precedents
+            open_postmortem_index(settings.state_dir, settings.chroma_url)
+
+    threading.Thread(target=warm, name="mitigate-index-warm", daemon=True).start()
 
 
 def make_context(
@@ -119,6 +135,8 @@ def make_context(
     use_llm = settings.model_copy(update={"engine": chosen}).use_llm()
     metrics = make_metrics(settings)
     judgement, problem = load_model(settings.model_path, settings.use_model, settings.rulebook_path)
+    from tools.verification import Verifier
+
     return TriageContext(
         rulebook=load_rulebook(settings.rulebook_path or DEFAULT_RULEBOOK),
         policy=load_policy(settings.policy_path or DEFAULT_POLICY),
@@ -126,9 +144,10 @@ def make_context(
         llm=make_llm(settings) if use_llm else None,
         cluster=make_cluster(settings),
         retriever=make_retriever(settings),
-        sla=metrics,
+        sla=Verifier(metrics) if metrics is not None else None,
         telemetry=metrics,
         localizer=make_localizer(settings),
+        approvers=make_approvers(settings),
         propose_only=settings.propose_only if propose_only is None else propose_only,
         judgement=judgement,
         judgement_problem=problem,

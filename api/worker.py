@@ -11,11 +11,14 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from api.runs import RunOutcome, execute_run, resume_run
+from api.run_faults import RetryPolicy, run_guarded
+from api.runs import NotWaiting, RunOutcome, execute_run, resume_run
 from store.recorder import StoreRecorder
 
 log = logging.getLogger("mitigate.worker")
@@ -37,8 +40,14 @@ class RunWorker:
         threads: int = 2,
         on_outcome: Callable[[RunOutcome, float], None] | None = None,
         execute: Callable[..., RunOutcome] = execute_run,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self._execute = execute
+        self._retry = retry or RetryPolicy()
+        # One run at a time per run id: two approvals of one run arriving together must not resume
+        # its checkpoint twice in parallel.
+        self._run_locks: dict[str, threading.Lock] = {}
+        self._timers: list[threading.Timer] = []
         self._recorder = recorder
         self._make_context = make_context
         self._checkpointer = checkpointer
@@ -65,15 +74,27 @@ class RunWorker:
         """Start the threads and pick up runs a previous process left unfinished."""
         for thread in self._threads:
             thread.start()
-        pending = self._recorder.runs_with_status("queued", "running")
-        for run_id in pending:
-            self.submit(Job(run_id))
+        pending = self._recorder.runs_due()
+        now = datetime.now(UTC)
+        for run_id, due in pending:
+            wait = max(0.0, (due - now).total_seconds()) if due is not None else 0.0
+            self.submit(Job(run_id, not_before=time.monotonic() + wait))
         return len(pending)
 
     def submit(self, job: Job) -> None:
+        """Queue a job; one that must wait (a settle time, a retry's backoff) waits on a timer, not on a
+        worker thread, so a backlog of retries never blocks fresh incidents."""
         with self._lock:
             self._busy += 1
-        self._jobs.put(job)
+        wait = job.not_before - time.monotonic()
+        if wait <= 0:
+            self._jobs.put(job)
+            return
+        timer = threading.Timer(wait, self._jobs.put, args=(job,))
+        timer.daemon = True
+        with self._lock:
+            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        timer.start()
 
     def wait_idle(self, timeout: float) -> bool:
         with self._idle:
@@ -90,7 +111,11 @@ class RunWorker:
             if job is not None:
                 pending.append(job)
         with self._lock:
-            self._busy -= len(pending)
+            waiting = [t for t in self._timers if t.is_alive()]
+            for timer in waiting:
+                timer.cancel()  # their runs stay queued/retrying in the database for the next start
+            self._busy -= len(pending) + len(waiting)
+            self._timers = []
         for _ in self._threads:
             self._jobs.put(None)
         for thread in self._threads:
@@ -115,31 +140,51 @@ class RunWorker:
             # Poll at the quiet period's grain; a condition variable cannot express "quiet for 50 ms".
             time.sleep(min(self.quiet_period_s, max(0.0, deadline - now)))
 
+    def _run_lock(self, run_id: str) -> threading.Lock:
+        with self._lock:
+            return self._run_locks.setdefault(run_id, threading.Lock())
+
+    def _attempt(self, job: Job, context: Any) -> RunOutcome:
+        if job.answer is None:
+            return self._execute(job.run_id, recorder=self._recorder, context=context, checkpointer=self._checkpointer)
+        return resume_run(
+            job.run_id, recorder=self._recorder, context=context, checkpointer=self._checkpointer, answer=job.answer
+        )
+
+    def _refuse_late(self, job: Job, error: NotWaiting) -> None:
+        """An approval that reached a run no longer waiting (a second click racing the first): audited."""
+        answer = job.answer or {}
+        attempt = {**(answer.get("identity") or {}), "decision": "approve" if answer.get("approved") else "reject"}
+        attempt |= {
+            "outcome": "refused",
+            "message": str(error),
+            "attempt_id": answer.get("attempt_id") or uuid.uuid4().hex,
+        }
+        self._recorder.record_approval_attempt(job.run_id, None, attempt)
+
     def _loop(self) -> None:
         while (job := self._jobs.get()) is not None:
-            if (wait := job.not_before - time.monotonic()) > 0:
-                time.sleep(wait)
             self._wait_for_quiet()
             started = time.monotonic()
             try:
                 context = self._make_context()
-                if job.answer is None:
-                    outcome = self._execute(
-                        job.run_id, recorder=self._recorder, context=context, checkpointer=self._checkpointer
-                    )
-                else:
-                    outcome = resume_run(
+                with self._run_lock(job.run_id):
+                    outcome = run_guarded(
+                        lambda job=job, context=context: self._attempt(job, context),  # type: ignore[misc]
                         job.run_id,
                         recorder=self._recorder,
                         context=context,
                         checkpointer=self._checkpointer,
-                        answer=job.answer,
+                        retry=self._retry,
                     )
-                if self._on_outcome is not None:
+                if outcome.status == "retrying" and outcome.retry_in is not None:
+                    self.submit(Job(job.run_id, not_before=time.monotonic() + outcome.retry_in))
+                elif self._on_outcome is not None:
                     self._on_outcome(outcome, time.monotonic() - started)
-            except Exception:  # one broken run must not stop the worker; it stays resumable
-                log.exception("run %s failed", job.run_id)
-                self._recorder.set_run_status(job.run_id, "failed")
+            except NotWaiting as exc:
+                self._refuse_late(job, exc)
+            except Exception:  # e.g. the database itself is gone: the run stays resumable at start-up
+                log.exception("run %s: the worker could not record its outcome", job.run_id)
             finally:
                 with self._idle:
                     self._busy -= 1

@@ -158,9 +158,10 @@ def gate(comparison: dict[str, Any], alpha: float = 0.05) -> list[str]:
     """Reasons the candidate (b) must not replace the baseline (a); empty means it passes.
 
     It fails on a significant loss (McNemar, p < alpha) in category accuracy, mitigation accuracy or M5
-    recall; when the exact 95 % lower bound of its M5 precision is under the floor (so a candidate that
-    never decides "no action", or decides it on too few cases to show it is right, does not pass); and
-    when its answers are mostly LLM fallbacks (it would not be the model it claims to be)."""
+    recall; when the exact 95 % lower bound of its M5 precision is under the floor while the baseline's
+    is not (or while it made a wrong "no action" at all) — so a candidate that never decides "no action"
+    where the baseline does, or cannot show it is right where the baseline can, does not pass; and when
+    its answers are mostly LLM fallbacks (it would not be the model it claims to be)."""
     reasons = []
     for key, label in (
         ("mcnemar_category", "category accuracy"),
@@ -173,15 +174,18 @@ def gate(comparison: dict[str, Any], alpha: float = 0.05) -> list[str]:
                 f"{label} worse: {test['only_a_right']} cases lost vs {test['only_b_right']} "
                 f"gained, McNemar p = {test['p_value']:.4f}"
             )
-    m5 = comparison["m5_precision_exact"]["b"]
-    if comparison["m5_present"] and m5["decided"] == 0:
+    m5, base = comparison["m5_precision_exact"]["b"], comparison["m5_precision_exact"]["a"]
+    base_shows = base["decided"] > 0 and base["low"] >= M5_PRECISION_FLOOR
+    if comparison["m5_present"] and m5["decided"] == 0 and base["decided"] > 0:
         reasons.append("never decides M5 (no action) although the cases hold some: M5 precision cannot be shown")
-    elif m5["decided"] and m5["low"] < M5_PRECISION_FLOOR:
+    elif m5["decided"] and m5["low"] < M5_PRECISION_FLOOR and (base_shows or m5["right"] < m5["decided"]):
+        # Failed when the baseline could show the floor on these cases and the candidate cannot, or when
+        # the candidate was wrong at all while unable to show it; too few cases for either: not a verdict.
         reasons.append(
             f"M5 precision {m5['right']}/{m5['decided']}: its exact 95% lower bound {m5['low']:.3f} is under "
             f"{M5_PRECISION_FLOOR:.2f}"
         )
     rate = (comparison["runs"].get("b") or {}).get("fallback_rate")
     if isinstance(rate, int | float) and rate > MOSTLY_FALLBACKS:
-        reasons.append(f"{rate:.0%} of the candidate's cases fell back to the rulebook: mostly not its own answers")
+        reasons.append(f"{rate:.0%} of the candidate's cases fell back from the LLM: mostly not its own answers")
     return reasons

@@ -53,7 +53,8 @@ def parse_case(line: dict[str, Any]) -> Case:
     labels_raw = line.get("labels") or {}
     if not isinstance(labels_raw, dict):
         raise ValueError("labels must be an object")
-    labels = {k: labels_raw.get(k) for k in _LABEL_KEYS}
+    # "unknown" or an empty string says the same as null: this label is not known, so it is not scored.
+    labels = {k: None if labels_raw.get(k) in ("", "unknown") else labels_raw.get(k) for k in _LABEL_KEYS}
     _check_labels(labels)
     return Case(incident=incident, labels=labels, timeline=timeline, raw=line)
 

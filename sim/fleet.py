@@ -31,7 +31,7 @@ DEFAULT_TARGETS = {
     "timeout": "mixtral-8x7b",
     "resource_exhaustion": "mixtral-8x7b",
     "latency_spike": "llama3-8b/eastus",
-    "transient": "mixtral-8x7b",
+    "transient": "llama3-8b",  # not the timeout scenario's model: the same alert on the same target is a recurrence
     "header_misconfig": "mixtral-8x7b",
     "bad_node": "node-of:mixtral-8x7b",
     "cpu_hog": "pod-of:mixtral-8x7b",

@@ -30,7 +30,16 @@ from sim.scenario import ScenarioResult, fill_from_timeline
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE_S = 20.0  # every pod serves this long before a fault: localisation compares against it
-TERMINAL = {"mitigated", "no_action", "escalated", "proposed", "rejected", "failed"}
+TERMINAL = {
+    "mitigated",
+    "no_action",
+    "escalated",
+    "proposed",
+    "rejected",
+    "failed",
+    "already_mitigated",
+    "nothing_to_verify",
+}
 # The service's settings for the time-compressed simulator (production defaults are minutes).
 LOOP_ENV = {
     "MITIGATE_ENGINE": "rulebook",

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.schemas import Incident
+from store.approval_audit import attempts_for
 from store.models import IncidentRow, SlaCheckRow
 from store.recorder import action_dict
 
@@ -91,9 +92,13 @@ class IncidentQueries:
                             for a in run.actions
                         ],
                         "sla_checks": [{"status": c.status, "details": c.details} for c in checks],
+                        "approval_attempts": attempts_for(self._sessions, run.id),
                         "report": run.report,
                     }
                 )
+            correlated = session.scalars(
+                select(IncidentRow).where(IncidentRow.correlated_with == incident.id).order_by(IncidentRow.received_at)
+            )
             return {
                 "id": incident.id,
                 "title": incident.title,
@@ -101,6 +106,11 @@ class IncidentQueries:
                 "status": incident.status,
                 "incident": incident.payload,
                 "received_at": incident.received_at.isoformat(),
+                "correlated_with": incident.correlated_with,
+                "correlation_reason": incident.correlation_reason,
+                "correlated": [
+                    {"id": c.id, "title": c.title, "reason": c.correlation_reason or ""} for c in correlated
+                ],
                 "runs": runs,
             }
 

@@ -30,6 +30,10 @@ class IncidentRow(Base):
     # Alerts of one group (Alertmanager's groupKey) while an incident of it is still open are one
     # problem: the later ones are stored as `correlated` with the first, and start no run.
     correlation_key: Mapped[str | None] = mapped_column(String(300), index=True)
+    # A correlated alert: the open incident it joined, and why (a shared node, deployment, region, or
+    # an action of that incident's run that caused it).
+    correlated_with: Mapped[str | None] = mapped_column(String(200), index=True)
+    correlation_reason: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(40), default="open")
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -50,6 +54,10 @@ class RunRow(Base):
     confidence: Mapped[float | None] = mapped_column(Float)
     mitigation: Mapped[str | None] = mapped_column(String(4))
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Infrastructure faults: how many attempts the run has had, and when the next one is due (status
+    # `retrying`); a run past its bounded attempts is escalated with the fault (api/run_faults.py).
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -92,6 +100,8 @@ class ActionRow(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     dry_run: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The symptoms and SLA right before the write; verification (and a resumed one) compares with it.
+    baseline: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -111,6 +121,44 @@ class ApprovalRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     action: Mapped[ActionRow] = relationship(back_populates="approvals")
+
+
+class ApprovalAttemptRow(Base):
+    """Every approval attempt, accepted or not: who (the person, if the door could tell; the way in and
+    the identity it authenticated), from where, what they asked, what happened and why. `attempt_id`
+    makes the write idempotent: the guard re-runs its answers on every resume."""
+
+    __tablename__ = "approval_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    attempt_id: Mapped[str] = mapped_column(String(64), unique=True)
+    run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    action_key: Mapped[str | None] = mapped_column(String(200))
+    person: Mapped[str | None] = mapped_column(String(100))
+    via: Mapped[str] = mapped_column(String(20))
+    subject: Mapped[str] = mapped_column(String(200), default="")
+    address: Mapped[str] = mapped_column(String(200), default="")
+    decision: Mapped[str] = mapped_column(String(20))
+    outcome: Mapped[str] = mapped_column(String(20), index=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IncidentKeyRow(Base):
+    """What an incident is about, as keys another alert can share: `node:N`, `deployment:NS/D`,
+    `region:R` (a region-wide alert). `touched` keys are what one of its runs' actions changed (a
+    drained node's deployments), so alerts that action causes join it rather than paging again."""
+
+    __tablename__ = "incident_keys"
+    __table_args__ = (UniqueConstraint("incident_id", "key", "kind", name="uq_incident_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), index=True)
+    key: Mapped[str] = mapped_column(String(300), index=True)
+    kind: Mapped[str] = mapped_column(String(10), default="cause")
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
 class SlaCheckRow(Base):

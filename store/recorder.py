@@ -14,14 +14,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.schemas import Incident
-from store.models import ActionRow, ApprovalRow, IncidentRow, RunRow, RunStepRow, SlaCheckRow
+from store.approval_audit import record_attempt
+from store.models import ActionRow, ApprovalRow, IncidentKeyRow, IncidentRow, RunRow, RunStepRow, SlaCheckRow
 
 _INSERT_INCIDENT = insert(IncidentRow)
 _INSERT_RUN = insert(RunRow)
 
 
 # Incidents in these states are over: a new alert of their group is a new incident (a recurrence).
-CLOSED_STATUSES = ("mitigated", "no_action", "rejected", "correlated", "alert_resolved")
+CLOSED_STATUSES = ("mitigated", "no_action", "rejected", "correlated", "alert_resolved", "already_mitigated")
 
 
 class StoreRecorder:
@@ -100,56 +101,6 @@ class StoreRecorder:
         except IntegrityError:  # already stored: a repeated delivery, or the same one racing in
             return False
 
-    def open_incident_for(self, correlation_key: str, since: datetime) -> str | None:
-        """The first incident of this correlation group received since `since` that is still open."""
-        with self._sessions() as session:
-            return session.scalar(
-                select(IncidentRow.id)
-                .where(
-                    IncidentRow.correlation_key == correlation_key,
-                    IncidentRow.received_at >= since,
-                    IncidentRow.status.not_in(CLOSED_STATUSES),
-                    IncidentRow.status.not_like("%alert_resolved"),
-                )
-                .order_by(IncidentRow.received_at)
-                .limit(1)
-            )
-
-    def save_correlated(
-        self,
-        incident: Incident,
-        *,
-        primary_id: str,
-        source: str,
-        payload: dict[str, Any],
-        fingerprint: str | None,
-        correlation_key: str,
-    ) -> bool:
-        """Store an alert that belongs to an open incident: kept for the record, no run of its own.
-        False when it was stored already (a repeated delivery)."""
-        with self._sessions.begin() as session:
-            if session.get(IncidentRow, incident.id) is not None:
-                return False
-            primary = session.get(IncidentRow, primary_id)
-            if primary is not None:
-                # The open incident gathers what its group's later alerts say; a triage still waiting
-                # (queued, or in its settle time) reads it when it starts.
-                primary.payload = _with_related(primary.payload, incident)
-            session.add(
-                IncidentRow(
-                    id=incident.id,
-                    source=source,
-                    title=incident.title,
-                    status="correlated",
-                    payload=incident.model_dump(mode="json"),
-                    raw=payload | {"correlated_with": primary_id},
-                    fingerprint=fingerprint,
-                    correlation_key=correlation_key,
-                    started_at=incident.started_at,
-                )
-            )
-            return True
-
     def start_run(self, run_id: str, incident_id: str, engine: str, status: str = "running") -> None:
         with self._sessions.begin() as session:
             if session.get(RunRow, run_id) is None:
@@ -163,11 +114,40 @@ class StoreRecorder:
                 raise LookupError(f"no run {run_id}")
             return Incident.model_validate(run.incident.payload)
 
-    def set_run_status(self, run_id: str, status: str) -> None:
+    def set_run_status(self, run_id: str, status: str, summary: dict[str, Any] | None = None) -> None:
+        """A run's status; a paused run also stores what it waits on (category, plan, risk, dry run)
+        in its report column, so every place that shows a run can show that."""
         with self._sessions.begin() as session:
             run = session.get(RunRow, run_id)
             if run is not None:
                 run.status = status
+                if summary is not None:
+                    run.report = summary
+                    run.category, run.subcategory = summary.get("category"), summary.get("subcategory")
+                    run.confidence, run.mitigation = summary.get("confidence"), summary.get("mitigation")
+                incident = session.get(IncidentRow, run.incident_id)
+                if summary is not None and incident is not None and incident.status == "open":
+                    incident.status = status
+
+    def set_run_retry(self, run_id: str, attempts: int, next_attempt_at: datetime | None) -> None:
+        with self._sessions.begin() as session:
+            run = session.get(RunRow, run_id)
+            if run is not None:
+                run.attempts, run.next_attempt_at = attempts, next_attempt_at
+                run.status = "retrying" if next_attempt_at is not None else run.status
+
+    def run_attempts(self, run_id: str) -> int:
+        with self._sessions() as session:
+            run = session.get(RunRow, run_id)
+            return 0 if run is None else int(run.attempts or 0)
+
+    def runs_due(self) -> list[tuple[str, datetime | None]]:
+        """Runs a previous process left unfinished: queued, running, or waiting for a retry (with when)."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(RunRow.id, RunRow.next_attempt_at).where(RunRow.status.in_(("queued", "running", "retrying")))
+            )
+            return [(run_id, _aware(at) if at else None) for run_id, at in rows]
 
     def finish_run(self, run_id: str, *, status: str, report: dict[str, Any]) -> None:
         with self._sessions.begin() as session:
@@ -194,9 +174,24 @@ class StoreRecorder:
                 "incident_id": run.incident_id,
                 "status": run.status,
                 "engine": run.engine,
+                "category": run.category,
+                "subcategory": run.subcategory,
+                "mitigation": run.mitigation,
+                "attempts": run.attempts,
                 "report": run.report,
                 "steps": [{"node": s.node, "summary": s.summary} for s in run.steps],
             }
+
+    def pending_approval(self, run_id: str) -> dict[str, Any] | None:
+        """The action a run waits to have approved, with who approved it so far (for the doors' checks)."""
+        with self._sessions() as session:
+            row = session.scalar(
+                select(ActionRow).where(ActionRow.run_id == run_id, ActionRow.status == "approval_required")
+            )
+            if row is None:
+                return None
+            approved = [a.approver for a in row.approvals if a.decision == "approve"]
+            return action_dict(row) | {"approved_by": approved}
 
     def latest_run_of(self, incident_id: str) -> dict[str, Any] | None:
         """The newest run of an incident (its id, status and report), or None for an unknown incident."""
@@ -266,35 +261,37 @@ class StoreRecorder:
             if exists is None:
                 session.add(ApprovalRow(action_id=row.id, approver=approver, decision=decision, reason=reason))
 
-    def recent_actions(self, operation: str, target_name: str, since: datetime) -> int:
-        """How many times this operation ran on this target since a moment (for cooldowns)."""
+    def record_approval_attempt(self, run_id: str, key: str | None, attempt: dict[str, Any]) -> None:
+        record_attempt(self._sessions, run_id, key, attempt)
+
+    def recent_action(self, operation: str, target_name: str, since: datetime) -> str | None:
+        """The run that executed this operation on this target since a moment, if any (for cooldowns)."""
         with self._sessions() as session:
             rows = session.scalars(
-                select(ActionRow).where(
+                select(ActionRow)
+                .where(
                     ActionRow.operation == operation,
                     ActionRow.status == "executed",
                     ActionRow.updated_at >= since,
                 )
+                .order_by(ActionRow.updated_at.desc())
             )
-            return sum(1 for r in rows if r.target.get("name") == target_name)
+            return next((r.run_id for r in rows if r.target.get("name") == target_name), None)
+
+    def record_touched(self, run_id: str, keys: list[str]) -> None:
+        """What an executed action of this run changed (tools: `touched_keys`), for correlating the
+        alerts that action itself causes with this run's incident."""
+        with self._sessions.begin() as session:
+            run = session.get(RunRow, run_id)
+            if run is None:
+                return
+            for key in keys:
+                session.add(IncidentKeyRow(incident_id=run.incident_id, key=key[:300], kind="touched", run_id=run_id))
 
     # ---- verification -------------------------------------------------------------------
     def record_sla_check(self, run_id: str, status: str, details: dict[str, Any]) -> None:
         with self._sessions.begin() as session:
             session.add(SlaCheckRow(run_id=run_id, status=status, details=details))
-
-
-def _with_related(payload: dict[str, Any], related: Incident) -> dict[str, Any]:
-    """The incident with a correlated alert's text appended and its labels added where missing."""
-    merged = dict(payload)
-    line = f"Also firing: {related.title}"
-    if line not in (merged.get("description") or ""):
-        merged["description"] = "\n".join(part for part in (merged.get("description"), line) if part)
-    if related.alert is not None and merged.get("alert"):
-        alert = dict(merged["alert"])
-        alert["labels"] = {**related.alert.labels, **(alert.get("labels") or {})}
-        merged["alert"] = alert
-    return merged
 
 
 def action_dict(row: ActionRow) -> dict[str, Any]:
@@ -310,6 +307,7 @@ def action_dict(row: ActionRow) -> dict[str, Any]:
         "reason": row.reason,
         "dry_run": row.dry_run,
         "result": row.result,
+        "baseline": row.baseline,
         "requested_at": _aware(row.created_at).isoformat(),
     }
 

@@ -54,7 +54,9 @@ def policy() -> Policy:
 
 @pytest.fixture
 def context(rulebook: Rulebook, policy: Policy) -> TriageContext:
-    return TriageContext(rulebook=rulebook, policy=policy, recorder=MemoryRecorder())
+    from tests.approvers import REGISTRY
+
+    return TriageContext(rulebook=rulebook, policy=policy, recorder=MemoryRecorder(), approvers=REGISTRY)
 
 
 @pytest.fixture(scope="session")

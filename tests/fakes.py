@@ -13,16 +13,34 @@ from agent.schemas import Incident, ToolResult
 
 class FakeCluster:
     def __init__(
-        self, log: Path | None = None, *, dry_run_status: str = "dry-run-ok", execute_status: str = "executed"
+        self,
+        log: Path | None = None,
+        *,
+        dry_run_status: str = "dry-run-ok",
+        execute_status: str = "executed",
+        details: dict[str, Any] | None = None,
     ) -> None:
         self.log = log
         self.dry_runs: list[dict[str, Any]] = []
         self.executed: list[dict[str, Any]] = []
         self._dry_run_status = dry_run_status
         self._execute_status = execute_status
+        self.missing: set[str] = set()
+        self.details = details or {}  # what an execution reports (e.g. a drain's evicted pods' owners)
 
     def evidence(self, target: dict[str, Any]) -> dict[str, Any]:
         return {"target": target}
+
+    def lookup(self, target: dict[str, Any]) -> dict[str, Any]:
+        """Every named target exists, except names listed in `missing`."""
+        exists = bool(target.get("name")) and target.get("name") not in self.missing
+        return {
+            "exists": exists,
+            "detail": f"{target.get('kind')} {target.get('namespace') or ''}/{target.get('name')}",
+        }
+
+    def observe(self, plan: dict[str, Any], owners: list[str]) -> dict[str, float]:
+        return {}
 
     def dry_run(self, plan: dict[str, Any]) -> ToolResult:
         self.dry_runs.append(plan)
@@ -33,7 +51,7 @@ class FakeCluster:
         if self.log is not None:
             with self.log.open("a") as handle:
                 handle.write(json.dumps({"pid": os.getpid(), "operation": plan["operation"]}) + "\n")
-        return ToolResult(status=self._execute_status, reason="fake execution")  # type: ignore[arg-type]
+        return ToolResult(status=self._execute_status, reason="fake execution", details=self.details)  # type: ignore[arg-type]
 
 
 class FakeSla:
@@ -41,9 +59,16 @@ class FakeSla:
         self.status = status
         self.crash = crash
         self.calls = 0
+        self.baselines: list[dict[str, Any] | None] = []
 
-    def verify(self, plan: dict[str, Any], incident: Incident) -> dict[str, Any]:
+    def baseline(self, plan: dict[str, Any], incident: Incident, observe: Any = None) -> dict[str, Any]:
+        return {"values": {"sla": 0.9}, "taken_by": "fake"}
+
+    def verify(
+        self, plan: dict[str, Any], incident: Incident, baseline: dict[str, Any] | None, observe: Any = None
+    ) -> dict[str, Any]:
         self.calls += 1
+        self.baselines.append(baseline)
         if self.crash:
             os._exit(17)  # a process dying mid-run, as a kill -9 would
         return {"status": self.status, "reason": f"fake SLA {self.status}"}
@@ -54,6 +79,7 @@ def fake_world(cluster: FakeCluster, sla: FakeSla | None = None) -> Any:
     cluster and SLA verifier (what create_app's `context_factory` expects)."""
     from agent.context import TriageContext
     from agent.rulebook import load_rulebook
+    from tests.approvers import REGISTRY
     from tools.guard import load_policy
 
     def context(store: Any) -> TriageContext:
@@ -63,6 +89,7 @@ def fake_world(cluster: FakeCluster, sla: FakeSla | None = None) -> Any:
             recorder=store.recorder,
             cluster=cluster,
             sla=sla or FakeSla("verified"),
+            approvers=REGISTRY,
         )
 
     return context

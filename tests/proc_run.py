@@ -18,6 +18,8 @@ from agent.schemas import Incident
 from api.runs import resume_run, start_run
 from api.settings import Settings
 from api.wiring import open_checkpointer, open_store
+from tests.approvers import REGISTRY
+from tests.approvers import answer as approval_answer
 from tests.fakes import FakeCluster, FakeSla
 
 
@@ -38,6 +40,7 @@ def main(argv: list[str]) -> None:
         recorder=store.recorder,
         cluster=cluster,
         sla=FakeSla("verified", crash="--crash-in-verify" in argv),
+        approvers=REGISTRY,
     )
     with open_checkpointer(url) as checkpointer:
         if phase == "start":
@@ -51,7 +54,7 @@ def main(argv: list[str]) -> None:
                 checkpointer=checkpointer,
             )
         else:
-            answer = {"approved": True, "by": "alice"} if phase == "approve" else None
+            answer = approval_answer("alice") if phase == "approve" else None
             outcome = resume_run(
                 argv[4], recorder=store.recorder, context=context, checkpointer=checkpointer, answer=answer
             )

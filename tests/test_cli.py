@@ -57,7 +57,16 @@ def test_triage_reads_stdin_and_stores_the_run(tmp_path):
 
     stored = open_store(Settings(database_url=f"sqlite:///{tmp_path / 'm.db'}")).recorder.run(run_id)
     assert stored is not None and stored["status"] == "proposed"
-    assert [s["node"] for s in stored["steps"]] == ["intake", "retrieve", "classify", "plan", "guard", "act", "report"]
+    assert [s["node"] for s in stored["steps"]] == [
+        "intake",
+        "retrieve",
+        "classify",
+        "plan",
+        "preflight",
+        "guard",
+        "act",
+        "report",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -85,7 +94,7 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
 def test_resume_of_an_unknown_run_is_a_clear_error(tmp_path):
     done = _run("resume", "does-not-exist", db=tmp_path / "m.db")
-    assert done.returncode == 2 and "no checkpoint" in done.stderr
+    assert done.returncode == 2 and "no run does-not-exist" in done.stderr
 
 
 def test_help_is_fast_and_does_not_import_the_graph():
@@ -152,3 +161,62 @@ def test_eval_run_rejects_a_broken_dataset_with_its_line(tmp_path):
     dataset.write_text('{"id": "ok-1", "title": "x"}\n{"title": "no id"}\n')
     done = _run("eval", "run", "--dataset", str(dataset), db=tmp_path / "m.db")
     assert done.returncode == 2 and "d.jsonl:2" in done.stderr
+
+
+def test_a_paused_run_shows_its_category_plan_risk_and_dry_run_and_approving_needs_a_personal_token(tmp_path):
+    from tests.approvers import TOKENS, approvers_file
+
+    db = tmp_path / "m.db"
+    incident = tmp_path / "node.json"
+    incident.write_text(
+        json.dumps(
+            {
+                "id": "CLI-NODE",
+                "title": "XID 79 on node aks-gpu-7; its pods fail, still failing",
+                "alert": {"labels": {"alertname": "GPUXid", "namespace": "llm-serving", "node": "aks-gpu-7"}},
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MITIGATE_", "OPENAI_"))}
+    started = subprocess.run(
+        [sys.executable, "-m", "tests.proc_run", "start", f"sqlite:///{db}", str(tmp_path / "c.log"), str(incident)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    run_id = json.loads(started.stdout.strip().splitlines()[-1])["run_id"]
+    shown = _run("runs", "show", run_id, "--json", db=db)
+    assert shown.returncode == 0, shown.stderr
+    run = json.loads(shown.stdout)
+    assert run["status"] == "awaiting_approval" and (run["category"], run["subcategory"]) == ("A1", "bad_node")
+    report = run["report"]
+    assert report["plan"]["operation"] == "cordon_and_evict" and report["risk"] == "high"
+    assert report["dry_run"]["status"] == "dry-run-ok" and report["target_check"]["exists"] is True
+    refused = _run("approve", run_id, db=db)  # no personal token: nobody to approve as
+    assert refused.returncode == 2 and "MITIGATE_APPROVER_TOKEN" in refused.stderr
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKENS["alice"])
+    files = approvers_file(tmp_path)
+    env_file = {"MITIGATE_APPROVERS_FILE": str(files)}
+    done = subprocess.run(
+        [*MITIGATE, "approve", run_id, "--token-file", str(token_file), "--json"],
+        cwd=ROOT,
+        env=env | env_file | {"MITIGATE_DATABASE_URL": f"sqlite:///{db}", "MITIGATE_STATE_DIR": str(tmp_path / "s")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # alice is known, but this CLI has no cluster: it says so instead of resuming into a mere proposal.
+    assert done.returncode == 2 and "cannot act on a cluster" in done.stderr
+    from api.settings import Settings
+    from api.wiring import open_store
+    from store.approval_audit import attempts_for
+
+    attempts = attempts_for(open_store(Settings(database_url=f"sqlite:///{db}")).sessions, run_id)
+    assert [(a["person"], a["via"], a["outcome"]) for a in attempts] == [
+        (None, "cli", "refused"),
+        ("alice", "cli", "refused"),
+    ]
+    assert open_store(Settings(database_url=f"sqlite:///{db}")).recorder.run(run_id)["status"] == "awaiting_approval"

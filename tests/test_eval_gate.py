@@ -175,3 +175,33 @@ def test_an_interrupted_eval_run_resumes_where_it_stopped(tmp_path):
         timeout=300,
     )
     assert refused.returncode == 2 and "another dataset or configuration" in refused.stderr
+
+
+def _m5_cases(decided_right: int, decided_wrong: int, missed: int, other: int) -> list[Case]:
+    """Cases whose truth is M5 (decided right or missed) and cases that are not (some wrongly M5)."""
+    m5, m1 = {"category": "A3", "mitigation": "M5"}, {"category": "A3", "mitigation": "M1"}
+    cases = [Case(f"r{i}", m5, m5) for i in range(decided_right)]
+    cases += [Case(f"w{i}", m1, m5) for i in range(decided_wrong)]
+    cases += [Case(f"m{i}", m5, m1) for i in range(missed)]
+    cases += [Case(f"o{i}", m1, m1) for i in range(other)]
+    return cases
+
+
+def _gated(baseline: list[Case], candidate: list[Case]) -> list[str]:
+    from evals.compare import gate
+
+    by_id = {c.id: c for c in candidate}
+    paired = [by_id.get(c.id, Case(c.id, c.expected, {"category": "A3", "mitigation": "M1"})) for c in baseline]
+    return gate(compare(baseline, paired, resamples=100))
+
+
+def test_the_gate_judges_no_action_by_its_exact_lower_bound():
+    shown = _m5_cases(30, 0, 0, 30)  # 30 of 30: exact lower bound 0.884
+    never = [Case(c.id, c.expected, {**c.predicted, "mitigation": "M1"}) for c in shown]
+    assert any("never decides M5" in r for r in _gated(shown, never))
+    few = _m5_cases(5, 0, 25, 30)  # 5 of 5 right, but 0.478 cannot show 0.85 where the baseline could
+    assert any("exact 95% lower bound 0.478" in r for r in _gated(shown, few))
+    small = _m5_cases(5, 0, 0, 5)
+    assert _gated(small, small) == []  # too few cases for either: no verdict on precision
+    wrong = [Case(c.id, c.expected, {**c.predicted, "mitigation": "M5"}) if c.id == "o0" else c for c in small]
+    assert any("M5 precision 5/6" in r for r in _gated(small, wrong))  # a wrong "no action" it cannot excuse

@@ -169,3 +169,32 @@ def test_limit_replays_only_the_first_cases_and_says_so(tmp_path):
         timeout=120,
     )
     assert refused.returncode == 2 and "--limit" in refused.stderr
+
+
+def test_a_resumed_llm_eval_counts_the_fallbacks_of_the_cases_it_did_not_replay(tmp_path):
+    """Each case stores which engine answered and why the LLM fell back, so a run resumed after a crash
+    reports the same fallbacks as one that never stopped."""
+    from sqlalchemy import delete, select
+
+    from api.settings import Settings
+    from api.wiring import open_store
+    from store.models import EvalCaseRow, EvalRunRow
+
+    with FakeOpenAI(responder=babbling_model) as babbler:
+        args = ("--engine", "llm", "--base-url", babbler.base_url, "--limit", "12")
+        full = _eval(tmp_path, *args)
+        sessions = open_store(Settings(database_url=f"sqlite:///{tmp_path}/e.db")).sessions
+        with sessions.begin() as session:  # as if the process had died after 5 cases
+            kept = session.scalars(
+                select(EvalCaseRow.case_id).where(EvalCaseRow.eval_run_id == full["eval_run_id"]).limit(5)
+            ).all()
+            session.execute(
+                delete(EvalCaseRow).where(
+                    EvalCaseRow.eval_run_id == full["eval_run_id"], EvalCaseRow.case_id.not_in(kept)
+                )
+            )
+            session.get(EvalRunRow, full["eval_run_id"]).status = "running"
+        resumed = _eval(tmp_path, *args, "--resume", full["eval_run_id"])
+    assert full["fallbacks"] == 12 and full["fallback_rate"] == 1.0
+    assert (resumed["fallbacks"], resumed["fallback_rate"]) == (full["fallbacks"], full["fallback_rate"])
+    assert resumed["engines"] == full["engines"] == {"model": 12}

@@ -10,6 +10,7 @@ from langgraph.types import Command
 
 from agent.graph import builder
 from agent.routes import route_after_act, route_after_guard, route_after_verify
+from tests.approvers import answer
 from tests.conftest import ROOT
 from tests.fakes import FakeCluster, FakeSla
 
@@ -87,19 +88,20 @@ def test_approval_pauses_and_resumes_once(context):
     waiting = paused["__interrupt__"][0].value
     assert waiting["action"]["operation"] == "cordon_and_evict" and waiting["approvals_required"] == 1
     assert context.cluster.executed == []
-    done = _resume(graph, context, {"approved": True, "by": "alice"})
+    done = _resume(graph, context, answer("alice"))
     assert done["report"]["status"] == "mitigated"
     assert len(context.cluster.executed) == 1
     assert context.recorder.approvals == [
         {"key": "run-1:cordon_and_evict:-/aks-gpu-7", "approver": "alice", "decision": "approve", "reason": ""}
     ]
+    assert [(a["person"], a["outcome"]) for a in context.recorder.attempts] == [("alice", "accepted")]
 
 
 def test_rejection_changes_nothing(context):
     context.cluster = FakeCluster()
     graph = _graph()
     _start(graph, context, BAD_NODE)
-    report = _resume(graph, context, {"approved": False, "by": "bob"})["report"]
+    report = _resume(graph, context, answer("bob", approved=False))["report"]
     assert report["status"] == "rejected" and context.cluster.executed == []
 
 
@@ -108,12 +110,18 @@ def test_deletion_needs_two_different_approvers_with_a_reason(context):
     graph = _graph()
     first = _start(graph, context, BAD_DEPLOYMENT)
     assert first["__interrupt__"][0].value["approvals_required"] == 2
-    again = _resume(graph, context, {"approved": True, "by": "alice", "reason": "bad weights"})
+    again = _resume(graph, context, answer("alice", reason="bad weights"))
     assert "__interrupt__" in again and context.cluster.executed == []
-    same_person = _resume(graph, context, {"approved": True, "by": "alice", "reason": "really"})
+    same_person = _resume(graph, context, answer("alice", reason="really"))
     assert "__interrupt__" in same_person and context.cluster.executed == []
-    done = _resume(graph, context, {"approved": True, "by": "carol", "reason": "confirmed bad deployment"})
+    wrong_role = _resume(graph, context, answer("bob", reason="looks bad"))  # sre: up to high, not critical
+    assert "__interrupt__" in wrong_role and context.cluster.executed == []
+    done = _resume(graph, context, answer("carol", reason="confirmed bad deployment"))
     assert done["report"]["status"] == "mitigated" and len(context.cluster.executed) == 1
+    outcomes = [(a["person"], a["outcome"]) for a in context.recorder.attempts]
+    assert outcomes == [("alice", "accepted"), ("alice", "refused"), ("bob", "refused"), ("carol", "accepted")]
+    assert "already approved" in context.recorder.attempts[1]["message"]
+    assert "may not approve critical" in context.recorder.attempts[2]["message"]
 
 
 def test_malformed_approval_answer_is_refused(context):
@@ -121,7 +129,7 @@ def test_malformed_approval_answer_is_refused(context):
     graph = _graph()
     _start(graph, context, BAD_NODE)
     with pytest.raises(ValueError, match="approval answer"):
-        _resume(graph, context, {"approved": True})
+        _resume(graph, context, {"approved": True, "by": "alice"})  # a bare name is no identity
     assert context.cluster.executed == []
 
 
@@ -159,10 +167,10 @@ def test_a_late_approval_cannot_be_used(context):
     graph = _graph()
     _start(graph, context, BAD_NODE)
     context.clock = lambda: datetime.now(UTC) + timedelta(seconds=context.policy.approval_ttl_seconds + 60)
-    report = _resume(graph, context, {"approved": True, "by": "alice"})["report"]
+    report = _resume(graph, context, answer("alice"))["report"]
     assert report["status"] == "rejected" and "past the" in report["guard"]["reasons"][0]
     assert context.cluster.executed == []
-    assert context.recorder.approvals[-1]["decision"] == "expired"
+    assert context.recorder.attempts[-1]["outcome"] == "expired" and context.recorder.approvals == []
 
 
 def test_m1_escalation_is_recorded_and_notified_without_touching_the_cluster(context):

@@ -65,13 +65,27 @@ def test_kill_switch_and_freeze_window_deny():
 def test_cooldown_reads_the_audit_trail(policy):
     calls = []
 
-    def recent(operation: str, name: str, since: datetime) -> int:
+    def recent(operation: str, name: str, since: datetime) -> str | None:
         calls.append((operation, name, since))
-        return 1
+        return "run-earlier"
 
-    decision = evaluate(policy, _plan(operation="rollout_restart", mitigation="M4"), now=NOW, recent_count=recent)
-    assert decision.verdict == "denied" and "cooldown" in decision.reasons[0]
+    decision = evaluate(policy, _plan(operation="rollout_restart", mitigation="M4"), now=NOW, recent_run=recent)
+    # The same action on the same target already ran: the cause was acted on, nobody is paged again.
+    assert decision.verdict == "already_mitigated" and decision.by_run == "run-earlier"
+    assert "already mitigated by run run-earlier" in decision.reasons[0]
     assert calls[0][0:2] == ("rollout_restart", "llama-70b")
+    # A policy violation still wins over "already done": that is a denial, with its reason.
+    frozen = evaluate(
+        _policy(kill_switch=True), _plan(operation="rollout_restart", mitigation="M4"), now=NOW, recent_run=recent
+    )
+    assert frozen.verdict == "denied"
+
+
+def test_a_target_read_from_free_text_needs_a_human(policy):
+    decision = evaluate(policy, _plan(), now=NOW, target_source="text")
+    assert decision.verdict == "approval_required" and decision.approvals_required == 1
+    assert "read from the incident's text" in decision.reasons[0]
+    assert evaluate(policy, _plan(), now=NOW, target_source="alert_labels").verdict == "allowed"
 
 
 def test_deletion_needs_two_humans_even_if_the_policy_file_says_none():

@@ -109,7 +109,7 @@ def test_failures_fall_back_to_the_rulebook_and_are_recorded(context, fake, scri
     assert report["engine"] == "rulebook"
     assert (report["category"], report["subcategory"]) == ("A3", "timeout")
     assert report["fallbacks"][0]["stage"] == "classify" and report["fallbacks"][0]["kind"] == kind
-    assert any("fell back to the rulebook" in note for note in report["notes"])
+    assert any("fell back to the rulebook" in note for note in report["notes"])  # no model in this context
     usage = next(u for u in report["llm_usage"] if u["stage"] == "classify")
     # An answer that fails validation was still paid for; an error or a timeout has no usage to count.
     answered = kind == "invalid_output"

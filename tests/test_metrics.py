@@ -20,6 +20,7 @@ from agent.schemas import Alert, Incident
 from tests.conftest import ROOT
 from tests.waiting import until
 from tools.metrics import MetricsSettings, PrometheusMetrics, PrometheusUnavailable, _matchers
+from tools.verification import Verifier
 
 
 class Traffic:
@@ -83,6 +84,13 @@ def _metrics(url: str, **settings: Any) -> PrometheusMetrics:
     return PrometheusMetrics(url, MetricsSettings(**({"window": "3s", "poll_s": 0.5} | settings)))
 
 
+def _verifier(url: str, **settings: Any) -> Verifier:
+    return Verifier(_metrics(url, **settings))
+
+
+SICK = {"values": {"sla": 0.8, "http_5xx_rate": 0.2}}  # a baseline taken while the service was failing
+
+
 PLAN = {"operation": "rollout_restart", "target": {"kind": "deployment", "namespace": "ns", "name": "m"}}
 
 
@@ -91,7 +99,7 @@ def test_verified_only_once_the_sla_and_the_symptom_hold_for_the_stable_window(p
     traffic.error_share = 0.0
     until(lambda: (_metrics(url)._value(_metrics(url).sla_query('model="m"')) or 0) >= 0.999, "a healthy SLA", 20)
     started = time.monotonic()
-    result = _metrics(url, stable_s=3, deadline_s=30).verify(PLAN, _incident())
+    result = _verifier(url, stable_s=3, deadline_s=30).verify(PLAN, _incident(), SICK)
     assert result["status"] == "verified", result
     assert time.monotonic() - started >= 3  # it waited for the stable window
     assert result["sla"] >= 0.99 and result["ttm_s"] > 0
@@ -102,7 +110,8 @@ def test_an_sla_that_stays_low_is_not_recovered(prometheus):
     url, traffic = prometheus
     traffic.error_share = 0.2
     until(lambda: (_metrics(url)._value(_metrics(url).sla_query('model="m"')) or 1) < 0.9, "errors to show", 20)
-    result = _metrics(url, stable_s=1, deadline_s=3).verify(PLAN, _incident())
+    verifier = _verifier(url, stable_s=1, deadline_s=3)
+    result = verifier.verify(PLAN, _incident(), verifier.baseline(PLAN, _incident()))
     assert result["status"] == "not_recovered", result
     assert result["sla"] < 0.9 and result["baseline_sla"] < 0.9
     assert "ttm_s" not in result
@@ -132,16 +141,40 @@ def test_signals_tell_a_past_peak_from_the_present(prometheus):
 
 def test_no_data_is_unverified_never_verified(prometheus):
     url, _ = prometheus
-    result = _metrics(url, stable_s=0, deadline_s=1.5).verify(PLAN, _incident(model="no-such-model"))
+    result = _verifier(url, stable_s=0, deadline_s=1.5).verify(PLAN, _incident(model="no-such-model"), None)
     assert result["status"] == "unverified" and "no data" in result["reason"]
 
 
-def test_a_prometheus_that_is_down_is_unverified_and_signals_say_why():
-    metrics = _metrics("http://127.0.0.1:1", deadline_s=1)
-    result = metrics.verify(PLAN, _incident())
-    assert result["status"] == "unverified" and "127.0.0.1:1" in result["reason"]
+def test_a_prometheus_that_is_down_is_a_fault_not_an_outcome():
+    """Verification does not turn a down Prometheus into "unverified" itself: the fault reaches the run
+    machinery, which retries the step and escalates with the reason (tests/test_faults.py)."""
+    verifier = _verifier("http://127.0.0.1:1", deadline_s=1)
+    with pytest.raises(PrometheusUnavailable, match=r"127\.0\.0\.1:1"):
+        verifier.verify(PLAN, _incident(), SICK)
     with pytest.raises(PrometheusUnavailable):
-        metrics.signals(_incident())
+        verifier.metrics.signals(_incident())
+
+
+def test_an_action_whose_symptom_was_never_abnormal_has_nothing_to_verify(prometheus):
+    url, traffic = prometheus
+    traffic.error_share = 0.0
+    verifier = _verifier(url, stable_s=1, deadline_s=10)
+    until(lambda: (verifier.metrics.measure(PLAN, _incident(), ["sla"])["sla"] or 0) >= 0.999, "a healthy SLA", 20)
+    baseline = verifier.baseline(PLAN, _incident())  # healthy before the "restart"
+    result = verifier.verify(PLAN, _incident(), baseline)
+    assert result["status"] == "nothing_to_verify" and "nothing to verify" in result["reason"], result
+    assert result["baseline"]["sla"] == baseline["values"]["sla"]
+
+
+def test_the_baseline_is_the_one_taken_before_the_action(prometheus):
+    """The report shows the SLA before the action, not a fresh reading after it (what a resumed verify did)."""
+    url, traffic = prometheus
+    traffic.error_share = 0.0
+    verifier = _verifier(url, stable_s=1, deadline_s=20)
+    until(lambda: (verifier.metrics.measure(PLAN, _incident(), ["sla"])["sla"] or 0) >= 0.999, "a healthy SLA", 20)
+    result = verifier.verify(PLAN, _incident(), SICK)
+    assert result["status"] == "verified" and result["baseline_sla"] == SICK["values"]["sla"]
+    assert result["reason"].startswith(f"SLA {SICK['values']['sla']:.4g} -> ")
 
 
 def test_label_values_never_become_promql():

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from api.app import create_app
 from api.security import sign
 from api.settings import Settings
+from tests.approvers import TOKENS, approvers_file
 from tests.fakes import FakeCluster, fake_world
 
 AM_TOKEN, API_TOKEN, HMAC_KEY = "am-token-123", "api-token-456", "hmac-key-789"
@@ -27,6 +28,7 @@ def _settings(tmp_path: Path, **extra: Any) -> Settings:
         alertmanager_token=SecretStr(AM_TOKEN),
         api_token=SecretStr(API_TOKEN),
         incident_webhook_secret=SecretStr(HMAC_KEY),
+        approvers_file=approvers_file(tmp_path),
         **extra,
     )
 
@@ -113,7 +115,7 @@ def test_alerts_of_one_group_while_its_incident_is_open_are_one_incident(client,
 
 
 def test_correlation_can_be_switched_off(tmp_path, cluster):
-    settings = _settings(tmp_path, alert_correlation_window_s=0)
+    settings = _settings(tmp_path, alert_correlation_window_s=0, correlation_window_s=0, own_action_window_s=0)
     with TestClient(create_app(settings, context_factory=fake_world(cluster))) as c:
         a = _am(c, _alert("EngineRequestsWaitingHigh", "f1")).json()
         b = _am(c, _alert("KvCacheFull", "f2")).json()
@@ -208,11 +210,14 @@ def test_approval_over_rest_resumes_the_run_once(client, cluster):
     run_id = response.json()["run_id"]
     _wait(client, "R-1", lambda b: b["runs"][0]["status"] == "awaiting_approval")
     assert cluster.executed == []
-    auth = {"Authorization": f"Bearer {API_TOKEN}"}
-    assert client.post(f"/runs/{run_id}/approve", json={"by": "alice"}, headers=auth).status_code == 202
+    shared = {"Authorization": f"Bearer {API_TOKEN}"}  # the shared API token reads, it cannot approve
+    assert client.post(f"/runs/{run_id}/approve", json={}, headers=shared).status_code == 401
+    alice = {"Authorization": f"Bearer {TOKENS['alice']}"}
+    assert client.post(f"/runs/{run_id}/approve", json={"by": "bob"}, headers=alice).status_code == 422  # no `by`
+    assert client.post(f"/runs/{run_id}/approve", json={}, headers=alice).status_code == 202
     body = _wait(client, "R-1", lambda b: b["runs"][0]["status"] == "mitigated")
     assert body["runs"][0]["actions"][0]["approvals"] == [{"by": "alice", "decision": "approve", "reason": ""}]
-    again = client.post(f"/runs/{run_id}/approve", json={"by": "bob"}, headers=auth)
+    again = client.post(f"/runs/{run_id}/approve", json={}, headers={"Authorization": f"Bearer {TOKENS['bob']}"})
     assert again.status_code == 409 and len(cluster.executed) == 1
 
 

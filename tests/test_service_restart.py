@@ -24,9 +24,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _serve(tmp_path: Path, port: int, sla_mode: str) -> subprocess.Popen[bytes]:
+def _serve(tmp_path: Path, port: int, sla_mode: str, **extra: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MITIGATE_", "OPENAI_"))}
-    env |= {
+    env |= extra | {
         "MITIGATE_DATABASE_URL": f"sqlite:///{tmp_path}/svc.db",
         "MITIGATE_ENGINE": "rulebook",
         "MITIGATE_ALERTMANAGER_TOKEN": TOKEN,
@@ -54,7 +54,7 @@ def _get(port: int, path: str) -> dict | None:
         return None
 
 
-def _post_alert(port: int) -> dict:
+def _post_alert(port: int, fingerprint: str = "f00d") -> dict:
     payload = {
         "version": "4",
         "groupKey": "g",
@@ -63,7 +63,7 @@ def _post_alert(port: int) -> dict:
             {
                 "status": "firing",
                 "startsAt": "2026-11-24T10:00:00Z",
-                "fingerprint": "f00d",
+                "fingerprint": fingerprint,
                 "labels": {
                     "alertname": "EngineRequestsWaitingHigh",
                     "namespace": "llm-serving",
@@ -128,3 +128,52 @@ def test_graceful_shutdown_finishes_the_run_in_flight(tmp_path):
     store = open_store(Settings(database_url=f"sqlite:///{tmp_path}/svc.db"))
     run = store.recorder.latest_run_of(incident_id)
     assert run is not None and run["status"] == "mitigated"
+
+
+def test_a_corrupted_postmortem_store_on_restart_is_a_readiness_reason_not_a_failed_run(tmp_path):
+    """The embedded Chroma store is opened once; after a kill -9 it opens again; corrupted, it cannot open:
+    /readyz says so (and stays 200: triage without precedents still triages), and runs finish, noting it."""
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MITIGATE_", "OPENAI_"))}
+    ingest = subprocess.run(
+        [sys.executable, "-m", "api.cli", "postmortems", "ingest", str(ROOT / "data" / "postmortems" / "p156-001.md")],
+        cwd=ROOT,
+        env=env | {"MITIGATE_STATE_DIR": str(state)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ingest.returncode == 0, ingest.stderr
+    port = _free_port()
+    server = _serve(tmp_path, port, "verified", MITIGATE_STATE_DIR=str(state))
+    try:
+        until(lambda: (_get(port, "/readyz") or {}).get("checks", {}).get("retriever") == "ok", "the index to open")
+        first = _post_alert(port, "first")["accepted"][0]
+        until(lambda: ((_get(port, f"/incidents/{first}") or {}).get("runs") or [{}])[0].get("report"), "the first run")
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+    store = state / "chroma" / "chroma.sqlite3"
+    store.write_bytes(b"not a database" * 512)  # what a crash mid-write or a bad disk leaves
+    server = _serve(tmp_path, port, "verified", MITIGATE_STATE_DIR=str(state))
+    try:
+        ready = until(
+            lambda: (r := _get(port, "/readyz")) and r["checks"].get("retriever", "").startswith("degraded") and r,
+            "readiness to name the broken index",
+        )
+        assert ready["ready"] is True and "postmortem collection" in ready["checks"]["retriever"]
+        second = _post_alert(port, "second")["accepted"][0]
+
+        def finished() -> dict | None:
+            body = _get(port, f"/incidents/{second}")
+            return body if body and body["runs"] and body["runs"][0]["report"] else None
+
+        run = until(finished, "the run with a broken index to finish")["runs"][0]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    # Finished, not failed: the same scale-out ran for the first alert within its cooldown.
+    assert run["status"] == "already_mitigated"
+    retrieve = next(s for s in run["steps"] if s["node"] == "retrieve")
+    assert retrieve["summary"].startswith("postmortem search failed")
+    assert any("postmortem search failed" in note for note in run["report"]["notes"])

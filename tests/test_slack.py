@@ -18,6 +18,7 @@ from agent.context import TriageContext
 from agent.rulebook import load_rulebook
 from api.app import create_app
 from api.settings import Settings
+from tests.approvers import approvers_file
 from tests.fake_slack import FakeSlack
 from tests.fakes import FakeCluster, fake_world
 from tests.waiting import until
@@ -46,7 +47,7 @@ def client(tmp_path: Path, slack: FakeSlack, cluster: FakeCluster) -> Iterator[T
         slack_bot_token=SecretStr("xoxb-test"),
         slack_signing_secret=SecretStr(SECRET),
         slack_api_url=f"{slack.url}/api/",
-        slack_approvers="UALICE",
+        approvers_file=approvers_file(tmp_path),
     )
 
     with TestClient(create_app(settings, context_factory=fake_world(cluster))) as test_client:
@@ -80,6 +81,8 @@ def test_mention_gets_a_threaded_summary(client, slack):
     assert summary["channel"] == "C42" and summary["thread_ts"] == "1700000000.000100"
     text = json.dumps(summary["blocks"])
     assert "Approval needed" in text and "cordon_and_evict" in text
+    # A paused run shows its category, risk and dry run, not only the plan.
+    assert "A1/bad_node" in text and "*Risk*\\nhigh" in text and "dry-run-ok" in text
     actions = next(b for b in summary["blocks"] if b["type"] == "actions")["elements"]
     assert {a["action_id"] for a in actions} == {"mitigate_approve", "mitigate_reject"}
 
@@ -118,7 +121,7 @@ def test_button_click_approves_and_the_run_executes_once(client, slack, cluster)
     assert len(cluster.executed) == 1
     timeline = client.get("/incidents/slack-C42-1700000000.000100", headers={"Authorization": "Bearer api"}).json()
     approvals = timeline["runs"][0]["actions"][0]["approvals"]
-    assert approvals == [{"by": "slack:UALICE", "decision": "approve", "reason": "approved in Slack"}]
+    assert approvals == [{"by": "alice", "decision": "approve", "reason": "approved in Slack"}]  # UALICE is alice
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from api.app import create_app
 from api.settings import Settings
+from tests.approvers import approvers_file
 from tests.fake_botframework import FakeBotFramework, StaticTokenCredentials
 from tests.fakes import FakeCluster, fake_world
 from tests.waiting import until
@@ -40,7 +41,7 @@ def client(tmp_path: Path, framework: FakeBotFramework, cluster: FakeCluster) ->
         api_token=SecretStr("api"),
         teams_app_id=APP_ID,
         teams_app_password=SecretStr("pw"),
-        teams_approvers="aad-alice",
+        approvers_file=approvers_file(tmp_path),
         teams_openid_metadata_url=f"{framework.url}/openid",
     )
 
@@ -87,6 +88,8 @@ def test_a_message_gets_a_reply_through_the_connector(client, framework):
     card = until(lambda: [r for r in framework.replies if r["body"].get("attachments")], "the card")[0]
     content = card["body"]["attachments"][0]["content"]
     assert content["type"] == "AdaptiveCard" and "Approval needed" in content["body"][0]["text"]
+    facts = {f["title"]: f["value"] for f in content["body"][1]["facts"]}
+    assert facts["Category"] == "A1/bad_node" and facts["Risk"] == "high" and facts["Dry run"].startswith("dry-run-ok")
 
 
 def test_a_card_action_approves(client, framework, cluster):

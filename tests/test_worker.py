@@ -11,7 +11,7 @@ from api.worker import Job, RunWorker
 
 
 class _Recorder(MemoryRecorder):
-    def runs_with_status(self, *statuses: str) -> list[str]:
+    def runs_due(self) -> list[tuple[str, Any]]:
         return []
 
     def set_run_status(self, run_id: str, status: str) -> None:

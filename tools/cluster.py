@@ -7,8 +7,7 @@ The guard has already judged the plan; these functions re-check what only the li
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -16,23 +15,17 @@ from typing import Any
 
 import yaml
 
-from agent.schemas import ToolResult, ToolStatus
+from agent.schemas import ToolResult
+from tools.cluster_reads import ClusterReads, api_error, unavailable
+from tools.pod_scope import owner_deployment, scope, why_not
 
 TEMPLATES = Path(__file__).with_name("templates")
 ISTIO = ("networking.istio.io", "v1beta1", "virtualservices")
+# Seconds to connect to and to hear back from the API server. Without them a call to a server that
+# stopped answering (not refusing) hangs the run forever.
+CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5.0, 30.0
 
 Operation = Callable[[dict[str, Any], bool], ToolResult]
-
-
-def _api_error(exc: Any) -> ToolResult:
-    body = getattr(exc, "body", None) or str(exc)
-    try:
-        message = json.loads(body).get("message", body)
-    except (TypeError, ValueError):
-        message = body
-    status = getattr(exc, "status", None)
-    verdict: ToolStatus = "denied" if status in (401, 403) else "failed"
-    return ToolResult(status=verdict, reason=f"Kubernetes API answered {status}", api_error=str(message)[:2000])
 
 
 @cache
@@ -44,7 +37,7 @@ def load_template(name: str, version: str) -> dict[str, Any]:
     return data
 
 
-class KubeCluster:
+class KubeCluster(ClusterReads):
     """The `Cluster` port of the graph, on a real API server.
 
     `approved_client` is a second identity allowed to delete deployments; it is used only for M6,
@@ -56,10 +49,18 @@ class KubeCluster:
         api_client: Any,
         approved_client: Any | None = None,
         *,
+        allowed_namespaces: Collection[str],
         max_pods_affected: int = 20,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        import urllib3
         from kubernetes import client
+
+        for api in (api_client, approved_client):
+            if api is not None:  # new connection pools take these (the client has no global timeout)
+                api.rest_client.pool_manager.connection_pool_kw["timeout"] = urllib3.Timeout(
+                    connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S
+                )
 
         self._client = client
         self.apps = client.AppsV1Api(api_client)
@@ -67,6 +68,7 @@ class KubeCluster:
         self.custom = client.CustomObjectsApi(api_client)
         self._approved_apps = client.AppsV1Api(approved_client) if approved_client is not None else None
         self._max_pods = max_pods_affected
+        self._allowed = frozenset(allowed_namespaces)
         self._clock = clock
         self._operations: dict[str, Operation] = {
             "scale_out": self.scale_out,
@@ -91,39 +93,13 @@ class KubeCluster:
             return ToolResult(status="failed", reason=f"no cluster tool for {plan['operation']}")
         try:
             return operation(plan, dry)
-        except self._client.ApiException as exc:
-            return _api_error(exc)
-
-    def evidence(self, target: dict[str, Any]) -> dict[str, Any]:
-        """Read-only facts about the incident's target: deployment, its pods, their nodes, recent events."""
-        out: dict[str, Any] = {}
-        namespace, name = target.get("namespace"), target.get("deployment") or target.get("name")
-        try:
-            if namespace and name:
-                deployment = self.apps.read_namespaced_deployment(name, namespace)
-                out["deployment"] = {
-                    "replicas": deployment.spec.replicas,
-                    "available": deployment.status.available_replicas or 0,
-                    "generation": deployment.metadata.generation,
-                }
-                selector = ",".join(f"{k}={v}" for k, v in (deployment.spec.selector.match_labels or {}).items())
-                pods = self.core.list_namespaced_pod(namespace, label_selector=selector).items
-                out["pods"] = [
-                    {"name": p.metadata.name, "node": p.spec.node_name, "phase": p.status.phase} for p in pods[:50]
-                ]
-                events = self.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
-                out["events"] = [
-                    {"reason": e.reason, "message": e.message, "count": e.count} for e in events.items[-20:]
-                ]
-            if target.get("node"):
-                node = self.core.read_node(target["node"])
-                out["node"] = {
-                    "unschedulable": bool(node.spec.unschedulable),
-                    "conditions": {c.type: c.status for c in node.status.conditions or []},
-                }
-        except self._client.ApiException as exc:
-            out["error"] = _api_error(exc).model_dump()
-        return out
+        except Exception as exc:
+            fault = unavailable(exc, dry)
+            if fault is not None:
+                return fault
+            if isinstance(exc, self._client.ApiException):
+                return api_error(exc)
+            raise
 
     # ---- one function per action --------------------------------------------------------------
     def scale_out(self, plan: dict[str, Any], dry: bool) -> ToolResult:
@@ -154,6 +130,9 @@ class KubeCluster:
 
     def restart_pod(self, plan: dict[str, Any], dry: bool) -> ToolResult:
         namespace, pod = plan["target"]["namespace"], plan["target"]["name"]
+        refusal = why_not(self.core.read_namespaced_pod(pod, namespace), self._allowed)
+        if refusal is not None:
+            return ToolResult(status="denied", reason=f"will not restart {namespace}/{pod}: {refusal}")
         self.core.delete_namespaced_pod(pod, namespace, dry_run="All" if dry else None)
         return ToolResult(
             status="dry-run-ok" if dry else "executed",
@@ -162,31 +141,44 @@ class KubeCluster:
         )
 
     def cordon_and_evict(self, plan: dict[str, Any], dry: bool) -> ToolResult:
+        """Cordon the node, then evict (Eviction API, so PodDisruptionBudgets hold) only the pods in
+        allowed namespaces that are neither DaemonSet nor mirror pods; the rest are left and listed."""
         node = plan["target"]["name"]
         pods = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
-        movable = [p for p in pods if not _is_daemon(p)]
-        if len(movable) > self._max_pods:
+        chosen = scope(pods, self._allowed)
+        if len(chosen.movable) > self._max_pods:
             return ToolResult(
                 status="denied",
-                reason=f"blast radius: draining {node} would evict {len(movable)} pods, "
+                reason=f"blast radius: draining {node} would evict {len(chosen.movable)} pods, "
                 f"more than max_pods_affected {self._max_pods}",
+                details={"left": chosen.left},
             )
         mode = "All" if dry else None
         self.core.patch_node(node, {"spec": {"unschedulable": True}}, dry_run=mode)
-        evicted = []
-        for pod in movable:
+        evicted: list[str] = []
+        left = list(chosen.left)
+        for pod in chosen.movable:
+            name, namespace = pod.metadata.name, pod.metadata.namespace
             body = {
                 "apiVersion": "policy/v1beta1",
                 "kind": "Eviction",
-                "metadata": {"name": pod.metadata.name, "namespace": pod.metadata.namespace},
+                "metadata": {"name": name, "namespace": namespace},
                 "deleteOptions": {"dryRun": ["All"]} if dry else {},
             }
-            self.core.create_namespaced_pod_eviction(pod.metadata.name, pod.metadata.namespace, body, dry_run=mode)
-            evicted.append(f"{pod.metadata.namespace}/{pod.metadata.name}")
+            try:
+                self.core.create_namespaced_pod_eviction(name, namespace, body, dry_run=mode)
+            except self._client.ApiException as exc:
+                if exc.status != 429:  # 429 on an eviction is a PodDisruptionBudget saying no
+                    raise
+                left.append({"pod": f"{namespace}/{name}", "reason": "its PodDisruptionBudget allows no disruption"})
+                continue
+            evicted.append(f"{namespace}/{name}")
+        owners = sorted({o for o in map(owner_deployment, chosen.movable) if o})
+        note = f"; left {len(left)}: " + ", ".join(f"{x['pod']} ({x['reason']})" for x in left) if left else ""
         return ToolResult(
             status="dry-run-ok" if dry else "executed",
-            reason=f"cordoned {node}, evicted {len(evicted)}",
-            details={"node": node, "evicted": evicted},
+            reason=f"cordoned {node}, evicted {len(evicted)}{note}",
+            details={"node": node, "evicted": evicted, "left": left, "owners": owners},
         )
 
     def apply_connection_liveness_template(self, plan: dict[str, Any], dry: bool) -> ToolResult:
@@ -274,11 +266,6 @@ class KubeCluster:
         return ToolResult(status="dry-run-ok" if dry else "executed", reason=f"deleted deployment {namespace}/{name}")
 
 
-def _is_daemon(pod: Any) -> bool:
-    owners = pod.metadata.owner_references or []
-    return any(o.kind == "DaemonSet" for o in owners)
-
-
 def _dest_name(destination: dict[str, Any]) -> str:
     d = destination.get("destination", {})
     return str(d.get("subset") or d.get("host"))
@@ -296,9 +283,16 @@ def _shifted(destinations: list[dict[str, Any]], away: str | None) -> list[int] 
     return weights
 
 
-def connect(kubeconfig: str, approved_kubeconfig: str | None = None, **kwargs: Any) -> KubeCluster:
+def connect(
+    kubeconfig: str, approved_kubeconfig: str | None = None, *, policy: Any = None, **kwargs: Any
+) -> KubeCluster:
+    """A cluster on these kubeconfigs, scoped by the guard policy (the default policy file unless given)."""
     from kubernetes import config
 
+    from tools.guard import load_policy
+
+    policy = policy or load_policy()
     api = config.new_client_from_config(config_file=kubeconfig)
     approved = config.new_client_from_config(config_file=approved_kubeconfig) if approved_kubeconfig else None
-    return KubeCluster(api, approved, **kwargs)
+    kwargs.setdefault("max_pods_affected", policy.blast_radius["max_pods_affected"])
+    return KubeCluster(api, approved, allowed_namespaces=policy.allowed_namespaces, **kwargs)

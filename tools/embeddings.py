@@ -158,6 +158,20 @@ class MiniLMEmbedder:
         return cast(np.ndarray, self.embed([text])[0])
 
 
+_shared: MiniLMEmbedder | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_embedder() -> MiniLMEmbedder:
+    """The process's one embedder (the model loads once, on first use): the judgement and the
+    postmortem index read the same text the same way."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = MiniLMEmbedder()
+        return _shared
+
+
 class ChromaEmbedding(EmbeddingFunction[Documents]):
     """The embedder as a Chroma embedding function (registered under `name()`), so that Chroma never
     reaches for its downloading default, also when a collection is reopened from its stored config."""

@@ -6,6 +6,8 @@ parameters, the policy file and the clock. Its verdict is one of:
   allowed            the write may go ahead
   approval_required  the write may go ahead once enough different humans approve it
   denied             the write must not happen; the reasons say why
+  already_mitigated  the same operation already ran on the same target within its cooldown (by_run
+                     names the run): the cause was already acted on, nobody needs to be paged for it
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ import yaml
 DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
 MIN_DESTRUCTIVE_APPROVALS = 2
 
-Verdict = Literal["not_applicable", "allowed", "approval_required", "denied"]
+Verdict = Literal["not_applicable", "allowed", "approval_required", "denied", "already_mitigated"]
+# Where the plan's target came from: alert labels (or telemetry, or the cluster) are machine-made; a
+# name read out of free text is not, so the guard asks a human to look before it is written to.
+TargetSource = Literal["alert_labels", "telemetry", "text", "none"]
 
 
 class PolicyError(ValueError):
@@ -53,6 +58,7 @@ class Policy:
     blast_radius: dict[str, int]
     operations: dict[str, Operation]
     approval_ttl_seconds: int = 3600
+    free_text_target_approvals: int = 1
 
     def operation(self, name: str) -> Operation:
         try:
@@ -67,6 +73,7 @@ class GuardDecision:
     reasons: list[str] = field(default_factory=list)
     approvals_required: int = 0
     risk: str = "low"
+    by_run: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +81,7 @@ class GuardDecision:
             "reasons": self.reasons,
             "approvals_required": self.approvals_required,
             "risk": self.risk,
+            "by_run": self.by_run,
         }
 
 
@@ -111,6 +119,7 @@ def parse_policy(text: str) -> Policy:
             blast_radius={k: int(v) for k, v in data["blast_radius"].items()},
             operations=operations,
             approval_ttl_seconds=int(data.get("approval_ttl_seconds", 3600)),
+            free_text_target_approvals=int(data.get("free_text_target_approvals", 1)),
         )
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
         raise PolicyError(f"policy is not usable: {exc}") from exc
@@ -121,7 +130,7 @@ def load_policy(path: Path = DEFAULT_POLICY) -> Policy:
     return parse_policy(Path(path).read_text(encoding="utf-8"))
 
 
-RecentCount = Callable[[str, str, datetime], int]
+RecentRun = Callable[[str, str, datetime], "str | None"]
 
 
 def evaluate(
@@ -129,9 +138,10 @@ def evaluate(
     plan: dict[str, Any],
     *,
     now: datetime,
-    recent_count: RecentCount | None = None,
+    recent_run: RecentRun | None = None,
+    target_source: TargetSource = "alert_labels",
 ) -> GuardDecision:
-    """Judge one plan. Pure apart from `recent_count`, which reads the audit trail for cooldowns."""
+    """Judge one plan. Pure apart from `recent_run`, which reads the audit trail for cooldowns."""
     op = policy.operation(plan["operation"])
     if op.action != plan["mitigation"]:
         return GuardDecision("denied", [f"operation {op.name} implements {op.action}, not {plan['mitigation']}"])
@@ -157,16 +167,21 @@ def evaluate(
         if value and not policy.name_pattern.fullmatch(str(value)):
             reasons.append(f"{label} {value!r} is not a valid Kubernetes name")
     reasons.extend(_bounds(policy, op.name, plan.get("parameters") or {}))
-    if op.cooldown_seconds and recent_count is not None and name:
-        since = now - timedelta(seconds=op.cooldown_seconds)
-        if recent_count(op.name, str(name), since) > 0:
-            reasons.append(f"{op.name} on {name} already ran within its {op.cooldown_seconds}s cooldown")
     if reasons:
         return GuardDecision("denied", reasons, risk=op.risk)
+    if op.cooldown_seconds and recent_run is not None and name:
+        since = now - timedelta(seconds=op.cooldown_seconds)
+        if (run := recent_run(op.name, str(name), since)) is not None:
+            why = f"already mitigated by run {run}: {op.name} on {name} ran within its {op.cooldown_seconds}s cooldown"
+            return GuardDecision("already_mitigated", [why], risk=op.risk, by_run=run)
 
     approvals = max(op.approvals, MIN_DESTRUCTIVE_APPROVALS) if op.destructive or op.action == "M6" else op.approvals
+    why_human = [f"{op.name} is {op.risk} risk"]
+    if target_source == "text" and approvals < policy.free_text_target_approvals:
+        approvals = policy.free_text_target_approvals
+        why_human = [f"the target {name} was read from the incident's text, not from alert labels"]
     if approvals:
-        return GuardDecision("approval_required", [f"{op.name} is {op.risk} risk"], approvals, op.risk)
+        return GuardDecision("approval_required", why_human, approvals, op.risk)
     return GuardDecision("allowed", [f"{op.name} within policy {policy.version}"], 0, op.risk)
 
 

@@ -5,18 +5,14 @@ are the service's failures and count against it), from the gateway's `gateway_re
 
 - `signals(incident)`: what the dashboards show now, as the rulebook's signal names, with `<name>_peak`
   over a lookback so that "it was bad and is fine now" can be told from "it is still bad".
-- `verify(plan, incident, acted_at)`: the SLA at the time of the action (baseline), then polled until a
-  deadline; verified only when the SLA is back above target *and* the symptom the action addressed
-  has cleared, for a stable window. A Prometheus that is down or has no data is `unverified`, never
-  verified.
+- `measure(plan, incident, names)`: the same signals for one plan's service, for verification
+  (tools/verification.py: baseline before the action, symptoms after it).
 """
 
 from __future__ import annotations
 
 import math
 import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,15 +22,11 @@ from agent.schemas import Incident
 CLIENT_ERRORS = "400|401|403|404|413|422"
 # A label value mitigate will put into a PromQL selector; anything else is refused, never quoted.
 SAFE_LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:/-]{1,200}$")
-# The symptom each operation is meant to clear, as (signal, level it must fall under).
-SYMPTOM = {
-    "apply_connection_liveness_template": ("http_408_rate", 0.003),
-    "scale_out": ("http_429_rate", 0.02),
-    "shift_traffic": ("ttft_p95_s", 2.5),
-    "restart_pod": ("http_5xx_rate", 0.01),
-    "rollout_restart": ("http_5xx_rate", 0.01),
-    "cordon_and_evict": ("http_5xx_rate", 0.01),
-}
+
+
+def _skew(series: str) -> str:
+    """PromQL: the largest of these series over the mean of the rest; no answer with fewer than two."""
+    return f"(max({series}) / ((sum({series}) - max({series})) / (count({series}) - 1))) and on() (count({series}) > 1)"
 
 
 def _seconds(duration: str) -> float:
@@ -78,15 +70,12 @@ class PrometheusMetrics:
         settings: MetricsSettings | None = None,
         *,
         timeout_s: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         from prometheus_api_client import PrometheusConnect
 
         self.url = url
         self.settings = settings or MetricsSettings()
         self._prom = PrometheusConnect(url=url, disable_ssl=False, timeout=math.ceil(timeout_s))
-        self._clock, self._sleep = clock, sleep
 
     # ---- queries ------------------------------------------------------------------------------
     def _value(self, query: str, at: datetime | None = None) -> float | None:
@@ -129,6 +118,10 @@ class PrometheusMetrics:
             "gpu_util": f"avg(DCGM_FI_DEV_GPU_UTIL{{{where}}}) / 100",
             "pod_restarts": "sum(increase(kube_pod_container_status_restarts_total"
             f"{{{where}}}[{self.settings.lookback}]))",
+            # The busiest pod against the mean of the others: one pod gone bad (a CPU hog, a leak), not the
+            # load. (Not the median: with two pods the median is their midpoint, so max/median stays < 2.)
+            "pod_cpu_skew": _skew(f"rate(container_cpu_usage_seconds_total{{{where}}}[{w}])"),
+            "pod_memory_skew": _skew(f"container_memory_working_set_bytes{{{where}}}"),
         }
 
     # ---- the triage's view --------------------------------------------------------------------
@@ -174,79 +167,13 @@ class PrometheusMetrics:
                     out[name] = value
         return out
 
-    # ---- verification -------------------------------------------------------------------------
-    def verify(self, plan: dict[str, Any], incident: Incident) -> dict[str, Any]:
-        """Called right after the action: the SLA now (its rate window lies before the action) is the
-        baseline; then poll until the SLA and the action's symptom hold healthy for `stable_s`."""
-        s = self.settings
-        where = _matchers(incident, plan)
-        symptom = SYMPTOM.get(plan.get("operation", ""))
-        queries = self._queries(where)
-        try:
-            baseline = self._value(self.sla_query(where))
-        except PrometheusUnavailable as exc:
-            return {"status": "unverified", "reason": f"SLA unverified: {exc}"}
-        started = self._clock()
-        holding_since: float | None = None
-        samples: list[dict[str, Any]] = []
-        last: dict[str, Any] = {}
-        while True:
-            try:
-                sla = self._value(queries["sla"])
-                level = self._value(queries[symptom[0]]) if symptom else None
-            except PrometheusUnavailable as exc:
-                return {"status": "unverified", "reason": f"SLA unverified: {exc}", "baseline_sla": baseline}
-            now = self._clock()
-            healthy = sla is not None and sla >= s.sla_target and (symptom is None or (level or 0.0) < symptom[1])
-            last = {"t_s": round(now - started, 1), "sla": sla, **({symptom[0]: level} if symptom else {})}
-            samples.append(last)
-            if healthy:
-                holding_since = now if holding_since is None else holding_since
-                if now - holding_since >= s.stable_s:
-                    recovered_at = datetime.now(UTC).timestamp() - (now - holding_since)
-                    return self._result("verified", baseline, last, samples, incident, recovered_at, symptom)
-            else:
-                holding_since = None
-            if now - started >= s.deadline_s:
-                if all(x["sla"] is None for x in samples):
-                    return {
-                        "status": "unverified",
-                        "reason": f"SLA unverified: Prometheus has no data for {{{where}}}",
-                        "baseline_sla": baseline,
-                    }
-                return self._result("not_recovered", baseline, last, samples, incident, None, symptom)
-            self._sleep(s.poll_s)
+    # ---- what verification reads ---------------------------------------------------------------
+    def matchers(self, incident: Incident, plan: dict[str, Any] | None = None) -> str:
+        return _matchers(incident, plan)
 
-    def _result(
-        self,
-        status: str,
-        baseline: float | None,
-        last: dict[str, Any],
-        samples: list[dict[str, Any]],
-        incident: Incident,
-        recovered_at: float | None,
-        symptom: tuple[str, float] | None,
-    ) -> dict[str, Any]:
-        s = self.settings
-        sla = last.get("sla")
-        shown = "n/a" if sla is None else f"{sla:.4f}"
-        before = "n/a" if baseline is None else f"{baseline:.4f}"
-        if status == "verified":
-            reason = f"SLA {before} -> {shown} (target {s.sla_target}), held for {s.stable_s:g} s"
-        else:
-            reason = f"SLA not recovered within {s.deadline_s:g} s: {before} -> {shown} (target {s.sla_target})"
-        if symptom is not None:
-            reason += f"; {symptom[0]} {last.get(symptom[0]) or 0:.4g} (must be < {symptom[1]})"
-        out: dict[str, Any] = {
-            "status": status,
-            "reason": reason,
-            "baseline_sla": baseline,
-            "sla": sla,
-            "sla_target": s.sla_target,
-            "samples": samples[-20:],
-        }
-        if recovered_at is not None:
-            out["recovered_at"] = datetime.fromtimestamp(recovered_at, UTC).isoformat()
-            if incident.started_at is not None:
-                out["ttm_s"] = round(recovered_at - incident.started_at.timestamp(), 1)
-        return out
+    def measure(self, plan: dict[str, Any], incident: Incident, names: list[str]) -> dict[str, float | None]:
+        """These signals of the plan's service now, evaluated at one instant; None where there is no data.
+        Raises PrometheusUnavailable when Prometheus does not answer."""
+        queries = self._queries(_matchers(incident, plan))
+        at = datetime.now(UTC)
+        return {name: self._value(queries[name], at) for name in names if name in queries}

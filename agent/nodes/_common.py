@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -23,6 +24,14 @@ def record(
     runtime: Runtime[TriageContext], state: TriageState, node: str, summary: str, data: dict[str, Any] | None = None
 ) -> None:
     runtime.context.recorder.record_step(state["run_id"], node, summary, data or {})
+
+
+def observer(ctx: TriageContext, plan: dict[str, Any], owners: list[str]) -> Callable[[], dict[str, float]] | None:
+    """The cluster's own view of an action's symptoms (a drain's pods), when there is one to read."""
+    cluster = ctx.cluster
+    if cluster is None or plan.get("operation") != "cordon_and_evict":
+        return None
+    return lambda: cluster.observe(plan, owners)
 
 
 def action_key(state: TriageState) -> str:

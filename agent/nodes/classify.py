@@ -67,6 +67,7 @@ def classify(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, A
     update["no_action"] = no_action_decision(assessment, probability, threshold)
     if degraded:
         update["degraded"] = degraded
+    update["model"] = None if degraded or ctx.judgement is None else ctx.judgement.version
     summary = f"{result.category}/{result.subcategory} at {result.confidence:.2f} by {result.engine}"
     if result.needs_human:
         summary += " (needs a human)"

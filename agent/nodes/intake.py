@@ -6,7 +6,7 @@ from langgraph.runtime import Runtime
 
 from agent.canonical import canonicalise
 from agent.context import TriageContext
-from agent.entities import extract_entities
+from agent.entities import entities_with_sources
 from agent.nodes._common import incident_of, record
 from agent.state import TriageState
 
@@ -16,8 +16,8 @@ def intake(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any
     read the live serving signals when telemetry is configured: an alert says something crossed a
     line; the signals say how far, and whether it is still there."""
     incident = incident_of(state)
-    entities = extract_entities(incident)
-    data: dict[str, Any] = {"entities": entities}
+    entities, sources = entities_with_sources(incident)
+    data: dict[str, Any] = {"entities": entities, "entity_sources": sources}
     telemetry = runtime.context.telemetry
     if telemetry is not None:
         try:
@@ -33,4 +33,9 @@ def intake(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any
     names = {"converted": canonical.converted, "unmapped": canonical.unmapped}
     data["signal_names"] = names
     record(runtime, state, "intake", f"incident {incident.id}: {incident.title[:120]}", data)
-    return {"incident": incident.model_dump(mode="json"), "entities": entities, "signal_names": names}
+    return {
+        "incident": incident.model_dump(mode="json"),
+        "entities": entities,
+        "entity_sources": sources,
+        "signal_names": names,
+    }

@@ -19,8 +19,12 @@ def run_status(state: TriageState) -> str:
         return "escalated"
     if state["plan"]["mitigation"] == "M5":
         return "no_action"
+    if state.get("guard", {}).get("verdict") == "already_mitigated":
+        return "already_mitigated"
     if action.get("status") == "executed" and verification.get("status") == "verified":
         return "mitigated"
+    if action.get("status") == "executed" and verification.get("status") == "nothing_to_verify":
+        return "nothing_to_verify"
     return "proposed"
 
 
@@ -51,16 +55,26 @@ def _honest_notes(state: TriageState) -> list[str]:
             if state["plan"]["mitigation"] != "M5"
             else "SLA not verified automatically: a human confirms the no-action close-out"
         )
+    guard = state.get("guard") or {}
+    if guard.get("verdict") in ("already_mitigated", "unconfirmed"):
+        notes.extend(guard.get("reasons") or [])
     for fallback in state.get("fallbacks", []):
-        notes.append(f"LLM {fallback['stage']} fell back to the rulebook ({fallback['kind']})")
+        answered = "the rulebook" if state.get("degraded") else "the calibrated model"
+        notes.append(f"LLM {fallback['stage']} fell back to {answered} ({fallback['kind']})")
+    escalation = state.get("escalation") or {}
+    if escalation.get("fault"):
+        notes.append(escalation["reason"])
     return notes
 
 
-def report(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any]:
+def build_report(state: TriageState, rulebook_version: str, policy_version: str) -> dict[str, Any]:
+    """The report of a run from its state: by the report node, and by the run machinery when a
+    dependency fault ended the run before the graph could (api/run_faults.py)."""
     classification, plan = state["classification"], state["plan"]
     status = run_status(state)
     action = state.get("action")
-    body = {
+    preflight = state.get("preflight") or {}
+    return {
         "incident_id": state["incident"]["id"],
         "run_id": state["run_id"],
         "status": status,
@@ -71,7 +85,7 @@ def report(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any
         "needs_human_reason": classification.get("needs_human_reason", ""),
         "probabilities": classification.get("probabilities", {}),
         "engine": classification["engine"],
-        "model": None if state.get("degraded") else runtime.context.judgement and runtime.context.judgement.version,
+        "model": state.get("model"),
         "no_action": state.get("no_action"),
         "signal_names": state.get("signal_names"),
         "llm_verdict": state.get("llm_verdict"),
@@ -82,6 +96,9 @@ def report(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any
         "cluster_evidence": state.get("cluster_evidence"),
         "localization": state.get("localization"),
         "guard": state.get("guard", {}),
+        "risk": (state.get("guard") or {}).get("risk") or plan.get("risk"),
+        "target_check": preflight.get("target"),
+        "dry_run": preflight.get("dry_run"),
         "approvals": state.get("approvals", []),
         "actions": [action] if action else [],
         "verification": state.get("verification"),
@@ -89,8 +106,13 @@ def report(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any
         "fallbacks": state.get("fallbacks", []),
         "llm_usage": state.get("llm_usage", []),
         "notes": _honest_notes(state),
-        "rulebook_version": runtime.context.rulebook.version,
-        "policy_version": runtime.context.policy.version,
+        "rulebook_version": rulebook_version,
+        "policy_version": policy_version,
     }
+
+
+def report(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any]:
+    body = build_report(state, runtime.context.rulebook.version, runtime.context.policy.version)
+    status, plan = body["status"], state["plan"]
     record(runtime, state, "report", f"{status}: {plan['mitigation']} {plan['operation']}", {"status": status})
     return {"report": body, "status": status}

@@ -1,4 +1,9 @@
-"""Approve or reject the action a paused run is waiting for; the run resumes on the worker."""
+"""A run's state, and approving or rejecting the action a paused run is waiting for.
+
+Approvals are made by people, not by a shared secret: the bearer token must be one person's own token
+(its SHA-256 is in the approvers file, tools/approvers.py). There is no `by` field: who approves is
+who the token belongs to. Every attempt, refused ones included, is an audit row.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +11,58 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from api.approvals_flow import Identity, audit_refusal
 from api.deps import ServiceDep, client_of
 from api.intake import submit_decision
-from api.security import require_bearer
+from api.security import bearer_token, require_reader
 
 router = APIRouter(prefix="/runs", tags=["approvals"])
 
+_STATUS = {
+    "unknown_run": status.HTTP_404_NOT_FOUND,
+    "unauthenticated": status.HTTP_401_UNAUTHORIZED,
+    "forbidden": status.HTTP_403_FORBIDDEN,
+    "repeat": status.HTTP_409_CONFLICT,
+    "not_waiting": status.HTTP_409_CONFLICT,
+    "expired": status.HTTP_409_CONFLICT,
+}
+
 
 class Decision(BaseModel):
-    by: str = Field(min_length=1, max_length=200, description="who decides (recorded in the audit trail)")
-    reason: str = Field(default="", max_length=2000)
+    # `extra=forbid`: a client still sending `by` learns that a name in the body decides nothing.
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=2000, description="why (required to approve a deletion)")
 
 
 async def _decide(run_id: str, decision: Decision, approved: bool, request: Request, service: Any) -> dict[str, Any]:
-    service.limiter.check("rest", client_of(request))
-    require_bearer(request, service.settings.api_token, "the REST API")
-    if await run_in_threadpool(service.store.recorder.run, run_id) is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id}")
-    submitted = await run_in_threadpool(
-        lambda: submit_decision(service, run_id, by=decision.by, approved=approved, reason=decision.reason)
+    service.limiter.check("approvals", client_of(request))
+    token = bearer_token(request)
+    person = service.approvers.by_token(token) if token else None
+    identity = Identity(person.id if person else None, "rest", person.id if person else "", client_of(request))
+    if person is None:
+        message = "approvals need a personal API token from the approvers file; this one is not one"
+        await run_in_threadpool(
+            audit_refusal, service.store.recorder, run_id, identity, approved, message, decision.reason
+        )
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"})
+    result = await run_in_threadpool(
+        lambda: submit_decision(service, run_id, identity, approved=approved, reason=decision.reason)
     )
-    if submitted == "not_waiting":
-        raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id} is not awaiting approval")
-    return {"run_id": run_id, "accepted": True}
+    if result.outcome != "submitted":
+        raise HTTPException(_STATUS[result.outcome], result.message)
+    return {"run_id": run_id, "accepted": True, "by": person.id, "message": result.message}
+
+
+@router.get("/{run_id}", summary="A run: status, and for a paused run its category, plan, risk and dry run")
+async def get_run(run_id: str, request: Request, service: ServiceDep) -> dict[str, Any]:
+    require_reader(request, service)
+    run = await run_in_threadpool(service.store.recorder.run, run_id)
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id}")
+    return dict(run)
 
 
 @router.post("/{run_id}/approve", status_code=status.HTTP_202_ACCEPTED)

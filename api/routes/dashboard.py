@@ -3,17 +3,22 @@ Charts are drawn by Chart.js served from the package (api/static/vendor), never 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Form, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from api import dashboard_data as data
-from api.deps import ServiceDep
+from api.approvals_flow import Identity, audit_refusal
+from api.deps import ServiceDep, client_of
+from api.intake import submit_decision
 from api.security import require_dashboard
 from store.evals import EvalStore
 
@@ -26,6 +31,22 @@ _templates = Environment(
 _CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'"
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
+
+
+def csrf_token(person: Any, run_id: str) -> str:
+    """A form token only this person's session can produce: an HMAC of the run keyed by their token's hash
+    (a browser sends Basic credentials to any form post; another site cannot forge this field)."""
+    return hmac.new(person.token_sha256.encode(), run_id.encode(), hashlib.sha256).hexdigest()
+
+
+def same_origin(request: Request) -> bool:
+    """Browsers say where a form post came from; a cross-site one is refused. Clients that send neither
+    header (curl) are not browsers, and carry the form token anyway."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    return origin is None or origin.split("://", 1)[-1] == request.headers.get("host", "")
 
 
 def _pct(value: Any) -> str:
@@ -46,7 +67,7 @@ def _page(name: str, **context: Any) -> HTMLResponse:
 
 
 async def _load(request: Request, service: Any, build: Any, *args: Any) -> Any:
-    require_dashboard(request, service.settings.api_token)
+    require_dashboard(request, service)
     try:
         return await run_in_threadpool(build, *args)
     except data.NotFound as exc:
@@ -100,11 +121,42 @@ async def incidents(request: Request, service: ServiceDep) -> HTMLResponse:
 
 
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse)
-async def incident(incident_id: str, request: Request, service: ServiceDep) -> HTMLResponse:
+async def incident(
+    incident_id: str, request: Request, service: ServiceDep, message: Annotated[str, Query(max_length=500)] = ""
+) -> HTMLResponse:
+    person = require_dashboard(request, service)
     timeline = await _load(request, service, service.queries.timeline, incident_id)
     if timeline is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no incident {incident_id}")
-    return _page("incident.html", page="incidents", timeline=timeline)
+    csrf = {r["id"]: csrf_token(person, r["id"]) for r in timeline["runs"] if person is not None}
+    return _page("incident.html", page="incidents", timeline=timeline, person=person, csrf=csrf, message=message)
+
+
+@router.post("/runs/{run_id}/decide", include_in_schema=False)
+async def decide(
+    run_id: str,
+    request: Request,
+    service: ServiceDep,
+    decision: Annotated[str, Form(pattern="^(approve|reject)$")],
+    csrf: Annotated[str, Form(max_length=128)],
+    reason: Annotated[str, Form(max_length=2000)] = "",
+) -> RedirectResponse:
+    """Approve or reject from the incident page, signed in as yourself; the shared token reads only."""
+    person = require_dashboard(request, service)
+    approved = decision == "approve"
+    identity = Identity(person.id if person else None, "dashboard", person.id if person else "", client_of(request))
+    problem = "" if person else "signed in read-only (shared token): approvals need your own approver sign-in"
+    if person and not (same_origin(request) and hmac.compare_digest(csrf, csrf_token(person, run_id))):
+        problem = "the form did not come from this dashboard (origin or form token mismatch)"
+    if problem:
+        await run_in_threadpool(audit_refusal, service.store.recorder, run_id, identity, approved, problem, reason)
+        raise HTTPException(status.HTTP_403_FORBIDDEN, problem)
+    result = await run_in_threadpool(
+        lambda: submit_decision(service, run_id, identity, approved=approved, reason=reason)
+    )
+    run = await run_in_threadpool(service.store.recorder.run, run_id)
+    target = f"/dashboard/incidents/{quote(run['incident_id'])}" if run else "/dashboard/incidents"
+    return RedirectResponse(f"{target}?{urlencode({'message': result.message})}", status.HTTP_303_SEE_OTHER)
 
 
 @router.get("/", include_in_schema=False)

@@ -34,18 +34,25 @@ async def readyz(service: ServiceDep, response: Response) -> dict[str, Any]:
             checks["checkpointer"] = "ok"
         except Exception as exc:
             checks["checkpointer"] = f"error: {type(exc).__name__}"
-        context = service.make_context()
-        checks["retriever"] = "ok" if context.retriever is not None else "not_configured"
+        try:
+            context = service.make_context()
+        except Exception as exc:  # a dependency that cannot be built is a reason, never a 500
+            checks["context"] = f"error: {type(exc).__name__}: {exc}"[:300]
+            return checks
+        retriever = context.retriever
+        problem = getattr(retriever, "problem", lambda: None)() if retriever is not None else None
+        # Triage without precedents still triages: a broken postmortem index degrades, it does not make
+        # the service unready (that would stop alerts from arriving at all).
+        checks["retriever"] = "not_configured" if retriever is None else f"degraded: {problem}" if problem else "ok"
         # Without the model triage still works (the rulebook alone, uncalibrated): ready, but said.
-        problem = context.judgement_problem
         if context.judgement is not None:
             checks["judgement"] = f"ok: model {context.judgement.version}"
         else:
-            checks["judgement"] = f"degraded: {problem or 'no judgement model configured'}"
+            checks["judgement"] = f"degraded: {context.judgement_problem or 'no judgement model configured'}"
         return checks
 
     checks = await run_in_threadpool(check)
-    ready = all(v in ("ok", "not_configured") or v.startswith(("ok:", "degraded:")) for v in checks.values())
+    ready = all(v in ("ok", "not_configured") or v.startswith(("ok:", "degraded")) for v in checks.values())
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return {"ready": ready, "checks": checks}

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from agent.schemas import Incident
 from api.deps import ServiceDep, client_of
 from api.intake import accept_incident
-from api.security import require_bearer
+from api.security import require_reader
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/incidents", tags=["incidents"])
 @router.post("", status_code=status.HTTP_202_ACCEPTED, summary="Triage an incident (bearer token)")
 async def create_incident(incident: Incident, request: Request, service: ServiceDep) -> dict[str, Any]:
     service.limiter.check("rest", client_of(request))
-    require_bearer(request, service.settings.api_token, "the REST API")
+    require_reader(request, service)
     run_id = await run_in_threadpool(accept_incident, service, incident, "rest", incident.model_dump(mode="json"))
     return {"incident_id": incident.id, "run_id": run_id, "duplicate": run_id is None}
 
@@ -27,13 +27,13 @@ async def create_incident(incident: Incident, request: Request, service: Service
 async def list_incidents(
     request: Request, service: ServiceDep, limit: int = Query(50, ge=1, le=500)
 ) -> list[dict[str, Any]]:
-    require_bearer(request, service.settings.api_token, "the REST API")
+    require_reader(request, service)
     return await run_in_threadpool(service.queries.list_incidents, limit)
 
 
 @router.get("/{incident_id}", summary="An incident's timeline: steps, evidence, actions, approvals, SLA checks")
 async def get_incident(incident_id: str, request: Request, service: ServiceDep) -> dict[str, Any]:
-    require_bearer(request, service.settings.api_token, "the REST API")
+    require_reader(request, service)
     timeline = await run_in_threadpool(service.queries.timeline, incident_id)
     if timeline is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no incident {incident_id}")

@@ -1,0 +1,154 @@
+"""One root cause, one incident: which open incident a new alert belongs to, and storing it there.
+
+An alert joins an open incident when it comes from the same Alertmanager group (the group key), or
+shares a cause with it within a window: the same node, the same deployment, or a region-wide alert of
+its region. An alert about something a run's disruptive action changed (the deployments of a drained node, a
+restarted deployment) shortly after that action, while the run has not yet verified recovery, joins the
+run's incident: the 429s of an eviction are mitigate's own doing, not a new problem. Once the run is
+verified, a new alert there is a new problem again. The reason is stored with the alert.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from agent.entities import entities_with_sources
+from agent.schemas import Incident
+from store.models import IncidentKeyRow, IncidentRow
+from store.recorder import CLOSED_STATUSES
+
+
+def cause_keys(incident: Incident) -> tuple[list[str], list[str]]:
+    """(keys the incident is about, keys a new alert looks for). Only alert labels count: text can say
+    anything. A region key is the incident's own only for a region-wide alert (no node, deployment or
+    pod), but every alert of that region looks for one."""
+    entities, sources = entities_with_sources(incident)
+    labelled = {k: v for k, v in entities.items() if sources.get(k) == "alert_labels"}
+    own: list[str] = []
+    if labelled.get("node"):
+        own.append(f"node:{labelled['node']}")
+    if labelled.get("deployment"):
+        own.append(f"deployment:{labelled.get('namespace') or '-'}/{labelled['deployment']}")
+    wanted = list(own)
+    if labelled.get("region"):
+        wanted.append(f"region:{labelled['region']}")
+        if not any(labelled.get(k) for k in ("node", "deployment", "pod")):
+            own.append(f"region:{labelled['region']}")
+    return own, wanted
+
+
+class Correlator:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def remember(self, incident_id: str, keys: list[str]) -> None:
+        try:
+            with self._sessions.begin() as session:
+                for key in keys:
+                    session.add(IncidentKeyRow(incident_id=incident_id, key=key[:300], kind="cause"))
+        except IntegrityError:  # a repeated delivery of the same alert: its keys are there already
+            return
+
+    def open_incident_for(self, correlation_key: str, since: datetime) -> str | None:
+        """The first incident of this correlation group received since `since` that is still open."""
+        with self._sessions() as session:
+            return session.scalar(
+                select(IncidentRow.id)
+                .where(
+                    IncidentRow.correlation_key == correlation_key,
+                    IncidentRow.received_at >= since,
+                    IncidentRow.status.not_in(CLOSED_STATUSES),
+                    IncidentRow.status.not_like("%alert_resolved"),
+                )
+                .order_by(IncidentRow.received_at)
+                .limit(1)
+            )
+
+    def sharing_cause(
+        self, wanted: list[str], cause_since: datetime, touched_since: datetime
+    ) -> tuple[str, str] | None:
+        """(incident id, why) of the incident this alert shares a cause with, if any."""
+        if not wanted:
+            return None
+        with self._sessions() as session:
+            rows = session.execute(
+                select(IncidentKeyRow, IncidentRow.status)
+                .join(IncidentRow, IncidentRow.id == IncidentKeyRow.incident_id)
+                .where(IncidentKeyRow.key.in_(wanted))
+                .order_by(IncidentKeyRow.created_at)
+            ).all()
+        for row, status in rows:
+            # Until its run has verified recovery: after that, a new alert there is a new problem.
+            if row.kind == "touched" and _open(status) and _aware(row.created_at) >= touched_since:
+                why = f"likely caused by mitigate's own action: run {row.run_id} changed {row.key}"
+                return row.incident_id, why
+        for row, status in rows:
+            if row.kind == "cause" and _open(status) and _aware(row.created_at) >= cause_since:
+                return row.incident_id, f"shares {row.key} with open incident {row.incident_id}"
+        return None
+
+    def save_correlated(
+        self,
+        incident: Incident,
+        *,
+        primary_id: str,
+        reason: str,
+        source: str,
+        payload: dict[str, Any],
+        fingerprint: str | None,
+        correlation_key: str,
+    ) -> bool:
+        """Store an alert that belongs to an open incident: kept for the record with the reason, no run of
+        its own. False when it was stored already (a repeated delivery)."""
+        with self._sessions.begin() as session:
+            if session.get(IncidentRow, incident.id) is not None:
+                return False
+            primary = session.get(IncidentRow, primary_id)
+            if primary is not None:
+                # The open incident gathers what its group's later alerts say; a triage still waiting
+                # (queued, or in its settle time) reads it when it starts.
+                primary.payload = _with_related(primary.payload, incident)
+            session.add(
+                IncidentRow(
+                    id=incident.id,
+                    source=source,
+                    title=incident.title,
+                    status="correlated",
+                    payload=incident.model_dump(mode="json"),
+                    raw=payload | {"correlated_with": primary_id, "correlation_reason": reason},
+                    fingerprint=fingerprint,
+                    correlation_key=correlation_key,
+                    correlated_with=primary_id,
+                    correlation_reason=reason,
+                    started_at=incident.started_at,
+                )
+            )
+            return True
+
+
+def _open(status: str) -> bool:
+    return status not in CLOSED_STATUSES and not status.endswith("alert_resolved")
+
+
+def _aware(moment: datetime) -> datetime:
+    from datetime import UTC
+
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _with_related(payload: dict[str, Any], related: Incident) -> dict[str, Any]:
+    """The incident with a correlated alert's text appended and its labels added where missing."""
+    merged = dict(payload)
+    line = f"Also firing: {related.title}"
+    if line not in (merged.get("description") or ""):
+        merged["description"] = "\n".join(part for part in (merged.get("description"), line) if part)
+    if related.alert is not None and merged.get("alert"):
+        alert = dict(merged["alert"])
+        alert["labels"] = {**related.alert.labels, **(alert.get("labels") or {})}
+        merged["alert"] = alert
+    return merged
