@@ -19,7 +19,7 @@ from agent.no_action import EVIDENCE_KINDS, VETOES, NoActionAssessment
 from agent.rulebook import Rulebook, score_subcategories
 from agent.schemas import CATEGORIES, Incident
 
-FEATURE_VERSION = "5"
+FEATURE_VERSION = "6"
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 # How the text is written says something the words do not: a public status page rarely names a cause
 # and is mostly about infrastructure; a customer ticket describes symptoms; a chat thread argues causes.
@@ -52,6 +52,7 @@ class FeatureLayout:
         names += [f"no_action:{k}" for k in EVIDENCE_KINDS] + [f"veto:{v}" for v in VETOES]
         names += ["alert_present", "alert_resolved", "alert_only", "text_log_chars", "text_lines", "non_ascii_share"]
         names += [f"voice:{v}" for v in VOICES]
+        names += ["names_no_cause", "status_page_naming_no_cause"]
         return names + [f"rulebook_pick:{c}" for c in CATEGORIES] + ["rulebook_confidence"]
 
 
@@ -110,6 +111,11 @@ def dense_features(rulebook: Rulebook, incident: Incident, assessment: NoActionA
         len(_NON_ASCII.findall(text)) / max(1, len(text)),
     ]
     voices = [1.0 if pattern.search(text) else 0.0 for pattern in VOICES.values()]
+    # A note that names no cause is judged by who writes such notes: public status pages that do not say
+    # why are mostly about the infrastructure underneath, which the linear heads cannot infer from
+    # "no evidence" and "status page" apart.
+    no_cause = 1.0 if max(positive, default=0.0) < rulebook.min_score else 0.0
+    voices += [no_cause, no_cause * voices[0]]
     # The rulebook's own answer carries its earliest-cause rule, which no weighted sum of scores can.
     pick = rulebook.classify(incident)
     picked = [1.0 if pick.category == c else 0.0 for c in CATEGORIES]

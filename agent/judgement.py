@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.features import FEATURE_VERSION, dense_features
+from agent.features import FEATURE_VERSION, dense_features, layout_for
 from agent.no_action import NoActionAssessment
 from agent.rulebook import Rulebook
 from agent.schemas import CATEGORIES, Incident
@@ -157,6 +157,7 @@ class Judgement:
 
     def judge_vector(self, rulebook: Rulebook, vector: np.ndarray) -> JudgementResult:
         categories = dict(zip(self.category.classes, self.category.proba(vector)[0].tolist(), strict=True))
+        categories = with_voice_prior(rulebook, vector[0], categories)
         subs = dict(zip(self.subcategory.classes, self.subcategory.proba(vector)[0].tolist(), strict=True))
         best = max(categories, key=lambda c: categories[c])
         within = {s: p for s, p in subs.items() if rulebook.subcategories[s].category == best}
@@ -189,6 +190,21 @@ class Judgement:
             no_action_probability=round(no_action, 4),
             neighbours=neighbours,
         )
+
+
+def with_voice_prior(rulebook: Rulebook, vector: np.ndarray, categories: dict[str, float]) -> dict[str, float]:
+    """A note that names no cause in a voice whose writers mostly report one kind of failure (public
+    status pages: infrastructure) is weighed by that voice's prior (`voice_priors` in the rulebook):
+    the model's probabilities times the prior, renormalised. Anything that names a cause is untouched."""
+    names = layout_for(rulebook).names
+    for voice, prior in rulebook.voice_priors.items():
+        flag = f"{voice}_naming_no_cause"
+        if flag in names and vector[names.index(flag)] > 0:
+            weighted = {c: p * prior.get(c, 0.0) for c, p in categories.items()}
+            total = sum(weighted.values())
+            if total > 0:
+                return {c: p / total for c, p in weighted.items()}
+    return categories
 
 
 # ---------------------------------------------------------------------------- the artefact on disk

@@ -114,6 +114,7 @@ class Rulebook:
     actions: dict[str, str]
     subcategories: dict[str, Subcategory]
     shared_alternatives: tuple[Alternative, ...]
+    voice_priors: dict[str, dict[str, float]]
     no_action: NoActionRules
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
@@ -197,6 +198,10 @@ def parse_rulebook(text: str) -> Rulebook:
             categories=data["categories"],
             actions={str(k): str(v) for k, v in data["actions"].items()},
             subcategories=subs,
+            voice_priors={
+                str(voice): {str(c): float(p) for c, p in prior.items()}
+                for voice, prior in (data.get("voice_priors") or {}).items()
+            },
             shared_alternatives=tuple(
                 _alternative(alt, f"shared_alternatives.{name}")
                 for name, alt in (data.get("shared_alternatives") or {}).items()
