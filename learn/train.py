@@ -151,12 +151,27 @@ class Heads:
     no_action: LinearHead
 
 
+MIN_PER_CLASS = 5  # fewer cases of either answer than this, and the no-action head learns from all cases
+
+
+def no_action_rows(data: Featurised, rows: np.ndarray) -> np.ndarray:
+    """The cases the "no action" head learns from: those whose evidence allows M5 and no veto holds,
+    so that its probability means P(M5 | allowed) — the only case in which it is ever asked. Falls back
+    to every case with a label when the allowed ones hold too few of either answer."""
+    labelled = data.mitigation[rows] != ""
+    allowed = labelled & data.allows_m5[rows]
+    m5 = data.mitigation[rows] == "M5"
+    if (allowed & m5).sum() >= MIN_PER_CLASS and (allowed & ~m5).sum() >= MIN_PER_CLASS:
+        return np.asarray(allowed)
+    return np.asarray(labelled)
+
+
 def fit_heads(data: Featurised, rows: np.ndarray, x: np.ndarray) -> Heads:
     everything = np.arange(x.shape[1])
     weights = source_weights(data.sources[rows])
     cat = data.category[rows] != ""
     sub = data.subcategory[rows] != ""
-    act = data.mitigation[rows] != ""
+    act = no_action_rows(data, rows)
     return Heads(
         category=_fit_head(x[cat], data.category[rows][cat], C_CATEGORY, everything, weights[cat]),
         subcategory=_fit_head(x[sub], data.subcategory[rows][sub], C_SUBCATEGORY, everything, weights[sub]),
@@ -259,7 +274,7 @@ def fit_judgement(
 
     labelled = data.category[rows] != ""
     t_category = fit_temperature(cat_logits[labelled], _index(CATEGORIES, data.category[rows][labelled]))
-    with_action = data.mitigation[rows] != ""
+    with_action = no_action_rows(data, rows)
     is_m5 = data.mitigation[rows] == "M5"
     slope, shift = _platt(m5_logit[with_action], is_m5[with_action])
     m5_probability = 1.0 / (1.0 + np.exp(-(slope * m5_logit + shift)))
