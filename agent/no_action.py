@@ -46,6 +46,7 @@ class NoActionRules:
     ongoing_above: dict[str, float]
     low_volume_rps: float  # under this request rate, a share of requests is noise, not impact
     sla_floor: float  # an SLA reading without its target is ongoing impact under this
+    state_signals: frozenset[str]  # readings of the platform's state, not of users' experience
     evidence: dict[str, tuple[re.Pattern[str], ...]]
     vetoes: dict[str, Veto]
     xid_codes: frozenset[int]
@@ -114,6 +115,7 @@ def parse_no_action(raw: Mapping[str, Any]) -> NoActionRules:
             ongoing_above={str(k): float(v) for k, v in raw["ongoing_above"].items()},
             low_volume_rps=float(raw.get("low_volume_rps", 0.0)),
             sla_floor=float(raw.get("sla_floor_without_target", DEFAULT_SLA_TARGET)),
+            state_signals=frozenset(str(s) for s in raw.get("state_signals", [])),
             evidence=evidence,
             vetoes=vetoes,
             xid_codes=frozenset(int(c) for c in raw["vetoes"]["hardware_error"].get("xid_codes", [])),
@@ -140,8 +142,10 @@ def _matches(patterns: tuple[re.Pattern[str], ...], text: str, ignore: re.Patter
 _SHARES = frozenset({"error_rate", "http_408_rate", "http_429_rate", "http_5xx_rate", "http_4xx_rate", "sla"})
 
 
-def _signal_readings(rules: NoActionRules, signals: Mapping[str, float]) -> tuple[list[str], list[str]]:
-    recovered, ongoing = [], []
+def _signal_readings(rules: NoActionRules, signals: Mapping[str, float]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Recovered readings, and ongoing ones as (metric, what) so the caller can tell state from impact."""
+    recovered: list[str] = []
+    ongoing: list[tuple[str, str]] = []
     # One failed request out of four is a 25 % error rate: at a trickle of traffic, shares say nothing.
     trickle = signals.get("request_rate_rps", float("inf")) < rules.low_volume_rps
     for metric, limit in rules.ongoing_above.items():
@@ -149,14 +153,14 @@ def _signal_readings(rules: NoActionRules, signals: Mapping[str, float]) -> tupl
             continue
         now, peak = signals[metric], signals.get(f"{metric}_peak")
         if now >= limit:
-            ongoing.append(f"{metric}={now:g} at or above {limit:g}")
+            ongoing.append((metric, f"{metric}={now:g} at or above {limit:g}"))
         elif peak is not None and peak >= limit:
             recovered.append(f"{metric} back to {now:g} (peak {peak:g}, threshold {limit:g})")
     if "sla" in signals and not trickle:
         target = signals.get("sla_target", rules.sla_floor)
         worst = signals.get("sla_peak")  # for the SLA, the window's worst reading is its lowest
         if signals["sla"] < target:
-            ongoing.append(f"SLA {signals['sla']:g} below target {target:g}")
+            ongoing.append(("sla", f"SLA {signals['sla']:g} below target {target:g}"))
         elif worst is not None and worst < target:
             # Meeting the target is not an ending unless the SLA was missed in the window: a CPU hog
             # that never dented it has not "recovered".
@@ -172,7 +176,8 @@ def assess(rules: NoActionRules, incident: Incident, recent_occurrences: list[st
     for kind in EVIDENCE_KINDS:
         out.evidence[kind] = _matches(rules.evidence[kind], text, _NEGATED_EVIDENCE)
     recovered, ongoing = _signal_readings(rules, incident.signals)
-    out.recovered_signals, out.ongoing_signals = recovered, ongoing
+    out.recovered_signals = recovered
+    out.ongoing_signals = [what for _, what in ongoing]
     out.evidence["impact_ended"] += recovered
     alert = incident.alert
     if alert is not None and alert.status == "resolved":
@@ -197,5 +202,16 @@ def assess(rules: NoActionRules, incident: Incident, recent_occurrences: list[st
     # A quality regression only nobody outside sees (a staging canary that was blocked) is not user-visible.
     if out.vetoes["quality_regression"] and out.evidence["non_production"]:
         out.vetoes["quality_regression"] = []
-    out.vetoes["ongoing"] += ongoing
+    # Readings of a non-production scope are not production impact (a chaos experiment in staging
+    # errors by design); readings of the platform's state are expected during planned work or right
+    # after automation acted, while users' own readings (SLA, errors, latency) still veto.
+    non_production = bool(out.evidence["non_production"])
+    expected_state = non_production or bool(
+        out.evidence["planned_or_expected"] or out.evidence["automation_remediated"]
+    )
+    out.vetoes["ongoing"] += [
+        what
+        for metric, what in ongoing
+        if not non_production and not (expected_state and metric in rules.state_signals)
+    ]
     return out

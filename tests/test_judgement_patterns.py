@@ -120,6 +120,16 @@ def test_a_veto_forbids_no_action_whatever_else_the_incident_says(judged_context
         (
             "planned_or_expected",
             {
+                "title": "KubePodNotScheduled whisper-large in eastus2 during the node-pool upgrade",
+                "description": "Six pods Pending while the approved surge upgrade (CHG-5521) replaces the GPU "
+                "nodes one by one; the remaining replicas carry the load and the SLO is met.",
+                "alert": {"status": "firing", "labels": {"alertname": "KubePodNotScheduled", "deployment": "whisper"}},
+                "signals": {"pods_pending": 6, "sla": 0.9995, "sla_target": 0.999},
+            },
+        ),
+        (
+            "planned_or_expected",
+            {
                 "title": "Question from a customer: same prompt, different answers at temperature 0",
                 "description": "They see different outputs for identical requests with temperature 0. Nothing "
                 "was deployed to this model in weeks and there are no errors. Our documentation states that "
@@ -156,7 +166,8 @@ def test_a_tenant_s_own_client_errors_are_client_side_evidence(judged_context):
         signals={"http_4xx_rate": 0.03, "http_5xx_rate": 0.0001},
     )
     assert report["no_action"]["evidence"].get("client_side")
-    assert not report["no_action"]["vetoes"]
+    assert not report["no_action"]["vetoes"]  # a client's own 4xx are not our ongoing impact
+    assert report["mitigation"] == "M5"
 
 
 # ---------------------------------------------------------------- wrong action from a surface word
