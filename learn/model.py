@@ -92,7 +92,9 @@ def train_model(
     data = train.featurise(cases, rulebook, CachedEmbedder(embedder).embed)
     progress("fitting (leave one source out for calibration and thresholds, then on everything)")
     hashes = data_hashes(paths)
-    digest = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:8]
+    # The version names what the model was made from: the data, the rulebook and the feature layout.
+    made_from = {"data": hashes, **expected_identity(rulebook)}
+    digest = hashlib.sha256(json.dumps(made_from, sort_keys=True).encode()).hexdigest()[:8]
     metadata: dict[str, Any] = {
         **expected_identity(rulebook),
         "version": f"{rulebook.version}+{digest}",
