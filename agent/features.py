@@ -16,7 +16,7 @@ import numpy as np
 
 from agent.canonical import canonicalise
 from agent.no_action import EVIDENCE_KINDS, VETOES, NoActionAssessment
-from agent.rulebook import Rulebook, score_subcategories
+from agent.rulebook import Rulebook, Scores, score_subcategories
 from agent.schemas import CATEGORIES, Incident
 
 FEATURE_VERSION = "6"
@@ -76,10 +76,13 @@ def embedding_text(incident: Incident) -> str:
     return f"{incident.text()}\nsignals: {names}" if names else incident.text()
 
 
-def dense_features(rulebook: Rulebook, incident: Incident, assessment: NoActionAssessment) -> np.ndarray:
-    """Every feature but the embedding and the neighbour votes (agent/judgement.py adds those)."""
+def dense_features(
+    rulebook: Rulebook, incident: Incident, assessment: NoActionAssessment, scores: Scores | None = None
+) -> np.ndarray:
+    """Every feature but the embedding and the neighbour votes (agent/judgement.py adds those).
+    `scores`: the incident's rulebook scores, when the caller has them already (triage's hot path)."""
     layout = layout_for(rulebook)
-    scores = score_subcategories(rulebook, incident)
+    scores = score_subcategories(rulebook, incident) if scores is None else scores
     positive = [max(0.0, scores.get(s, (0.0, []))[0]) for s in layout.subcategories]
     against = [1.0 if any(e.weight < 0 for e in scores.get(s, (0.0, []))[1]) else 0.0 for s in layout.subcategories]
     by_category = [
@@ -117,7 +120,7 @@ def dense_features(rulebook: Rulebook, incident: Incident, assessment: NoActionA
     no_cause = 1.0 if max(positive, default=0.0) < rulebook.min_score else 0.0
     voices += [no_cause, no_cause * voices[0]]
     # The rulebook's own answer carries its earliest-cause rule, which no weighted sum of scores can.
-    pick = rulebook.classify(incident)
+    pick = rulebook.classify(incident, scores)
     picked = [1.0 if pick.category == c else 0.0 for c in CATEGORIES]
     head = np.log1p(positive).tolist() + against + np.log1p(by_category).tolist()
     vector = head + ongoing + recovered + sla + evidence + vetoes + shape + voices + picked + [pick.confidence]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 
 from agent.features import FEATURE_VERSION, dense_features, layout_for
 from agent.no_action import NoActionAssessment
-from agent.rulebook import Rulebook
+from agent.rulebook import Rulebook, Scores
 from agent.schemas import CATEGORIES, Incident
 
 DEFAULT_ARTEFACT = Path(__file__).with_name("model") / "judgement.json"
@@ -143,16 +142,23 @@ class Judgement:
         incident: Incident,
         assessment: NoActionAssessment,
         embedding: np.ndarray,
-        exclude: np.ndarray | None = None,
+        scores: Scores | None = None,
     ) -> np.ndarray:
         before = incident.started_at.timestamp() if isinstance(incident.started_at, datetime) else None
-        votes = self.bank.votes(embedding, before, exclude)
-        return np.concatenate([dense_features(rulebook, incident, assessment), self.projection.apply(embedding), votes])
+        votes = self.bank.votes(embedding, before)
+        dense = dense_features(rulebook, incident, assessment, scores)
+        return np.concatenate([dense, self.projection.apply(embedding), votes])
 
     def judge(
-        self, rulebook: Rulebook, incident: Incident, assessment: NoActionAssessment, embedding: np.ndarray
+        self,
+        rulebook: Rulebook,
+        incident: Incident,
+        assessment: NoActionAssessment,
+        embedding: np.ndarray,
+        scores: Scores | None = None,
     ) -> JudgementResult:
-        vector = self.vector(rulebook, incident, assessment, embedding)[None, :]
+        """`scores`: the incident's rulebook scores, when the caller has them already."""
+        vector = self.vector(rulebook, incident, assessment, embedding, scores)[None, :]
         return self.judge_vector(rulebook, vector)
 
     def judge_vector(self, rulebook: Rulebook, vector: np.ndarray) -> JudgementResult:
@@ -308,10 +314,3 @@ def load_judgement(path: Path, rulebook: Rulebook) -> Judgement:
         )
     except (KeyError, ValueError, TypeError, OSError) as exc:
         raise _problem(path, f"unusable ({type(exc).__name__}: {exc})") from exc
-
-
-def describe(metadata: Mapping[str, Any]) -> str:
-    cv = metadata.get("cv", {}).get("pooled", {})
-    accuracy = cv.get("category_accuracy")
-    shown = f", leave-one-source-out category {accuracy:.3f}" if isinstance(accuracy, float) else ""
-    return f"judgement model {metadata.get('version', '?')} ({metadata.get('n_cases', '?')} cases{shown})"

@@ -60,8 +60,6 @@ class NoActionAssessment:
 
     evidence: dict[str, list[str]] = field(default_factory=dict)  # kind -> what was seen
     vetoes: dict[str, list[str]] = field(default_factory=dict)  # veto -> why it holds (empty: it does not)
-    recovered_signals: list[str] = field(default_factory=list)
-    ongoing_signals: list[str] = field(default_factory=list)
 
     @property
     def vetoed(self) -> bool:
@@ -176,8 +174,6 @@ def assess(rules: NoActionRules, incident: Incident, recent_occurrences: list[st
     for kind in EVIDENCE_KINDS:
         out.evidence[kind] = _matches(rules.evidence[kind], text, _NEGATED_EVIDENCE)
     recovered, ongoing = _signal_readings(rules, incident.signals)
-    out.recovered_signals = recovered
-    out.ongoing_signals = [what for _, what in ongoing]
     out.evidence["impact_ended"] += recovered
     alert = incident.alert
     if alert is not None and alert.status == "resolved":

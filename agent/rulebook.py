@@ -33,6 +33,10 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
+# Per subcategory: the summed weight of the evidence found and the evidence itself.
+Scores = dict[str, tuple[float, list[Evidence]]]
+
+
 class RulebookError(ValueError):
     """The rulebook file is not usable; the message says where."""
 
@@ -118,8 +122,8 @@ class Rulebook:
     no_action: NoActionRules
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
-    def classify(self, incident: Incident) -> Classification:
-        return classify(self, incident)
+    def classify(self, incident: Incident, scores: Scores | None = None) -> Classification:
+        return classify(self, incident, scores)
 
 
 def _compile(pattern: str, where: str) -> re.Pattern[str]:
@@ -242,7 +246,7 @@ def _negated(text: str, start: int) -> bool:
     return bool(_NEGATION.search(window))
 
 
-def score_subcategories(rulebook: Rulebook, incident: Incident) -> dict[str, tuple[float, list[Evidence]]]:
+def score_subcategories(rulebook: Rulebook, incident: Incident) -> Scores:
     text = incident.text()
     spans = _cause_spans(rulebook, text)
     alertname = incident.alert.labels.get("alertname", "") if incident.alert else ""
@@ -284,8 +288,9 @@ def score_subcategories(rulebook: Rulebook, incident: Incident) -> dict[str, tup
     return scores
 
 
-def classify(rulebook: Rulebook, incident: Incident) -> Classification:
-    scores = score_subcategories(rulebook, incident)
+def classify(rulebook: Rulebook, incident: Incident, scores: Scores | None = None) -> Classification:
+    """`scores`: the incident's `score_subcategories`, when the caller has them already."""
+    scores = score_subcategories(rulebook, incident) if scores is None else scores
     ranked = sorted(scores.items(), key=lambda kv: kv[1][0], reverse=True)
     if not ranked or ranked[0][1][0] <= 0:
         return Classification(

@@ -8,16 +8,15 @@ from typing import Any
 
 from agent.judgement import Judgement, JudgementResult
 from agent.no_action import NoActionAssessment
-from agent.rulebook import Rulebook, score_subcategories
-from agent.schemas import UNKNOWN, Classification, Evidence, Incident
+from agent.rulebook import Rulebook, Scores
+from agent.schemas import UNKNOWN, Classification, Evidence
 
 
 def from_judgement(
-    rulebook: Rulebook, incident: Incident, rulebook_answer: Classification, result: JudgementResult, model: Judgement
+    rulebook: Rulebook, scores: Scores, rulebook_answer: Classification, result: JudgementResult, model: Judgement
 ) -> Classification:
     """The model's calibrated best guess, explained by the rulebook evidence for that subcategory (and
     for the rulebook's own pick, when the two differ)."""
-    scores = score_subcategories(rulebook, incident)
     evidence = list(scores.get(result.subcategory, (0.0, []))[1])
     if rulebook_answer.subcategory not in (result.subcategory, UNKNOWN):
         evidence += [e for e in rulebook_answer.evidence if e.points_to == rulebook_answer.subcategory]

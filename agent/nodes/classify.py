@@ -11,6 +11,7 @@ from agent.llm import LLMFailure
 from agent.no_action import NoActionAssessment, assess
 from agent.nodes._common import incident_of, record
 from agent.precedents import combine
+from agent.rulebook import score_subcategories
 from agent.schemas import Classification, Incident
 from agent.state import TriageState
 from agent.verdicts import from_judgement, no_action_decision, rulebook_alone, with_llm
@@ -30,18 +31,19 @@ def _judged(
     ctx: TriageContext, state: TriageState, incident: Incident, assessment: NoActionAssessment
 ) -> tuple[Classification, float | None, float | None, str | None]:
     """The calibrated model's answer when it is loaded, else the rulebook's (and why)."""
-    answer = ctx.rulebook.classify(incident)
+    scores = score_subcategories(ctx.rulebook, incident)  # read once: the answer, the features, the report
+    answer = ctx.rulebook.classify(incident, scores)
     if ctx.judgement is None or ctx.embedder is None:
         why = ctx.judgement_problem or "no judgement model configured"
         precedented = combine(ctx.rulebook, answer, state.get("precedents", []))
         return rulebook_alone(precedented, why), None, None, f"rulebook alone: {why}"
     try:
         embedding = ctx.embedder.embed_one(embedding_text(incident))
-        result = ctx.judgement.judge(ctx.rulebook, incident, assessment, embedding)
+        result = ctx.judgement.judge(ctx.rulebook, incident, assessment, embedding, scores)
     except Exception as exc:  # the model is an aid: a failure of it falls back to the rulebook, said plainly
         why = f"judgement model failed: {type(exc).__name__}: {exc}"
         return rulebook_alone(answer, why), None, None, f"rulebook alone: {why}"
-    judged = from_judgement(ctx.rulebook, incident, answer, result, ctx.judgement)
+    judged = from_judgement(ctx.rulebook, scores, answer, result, ctx.judgement)
     return judged, result.no_action_probability, ctx.judgement.no_action_threshold, None
 
 
