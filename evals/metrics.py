@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 CATEGORIES = ("A1", "A2", "A3", "A4")
@@ -20,13 +18,15 @@ def accuracy(pairs: list[tuple[str, str]]) -> float | None:
 
 
 def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
+    """Cohen's κ (scikit-learn); 1.0 when both sides used one and the same label throughout."""
     if not pairs:
         return None
-    n = len(pairs)
-    observed = sum(a == b for a, b in pairs) / n
-    truth, guess = Counter(a for a, _ in pairs), Counter(b for _, b in pairs)
-    chance = sum(truth[label] * guess[label] for label in set(truth) | set(guess)) / (n * n)
-    return 1.0 if chance == 1 else (observed - chance) / (1 - chance)
+    truth, guess = [a for a, _ in pairs], [b for _, b in pairs]
+    if len(set(truth) | set(guess)) == 1:
+        return 1.0  # chance agreement is 1: κ is undefined, and the agreement is perfect
+    from sklearn.metrics import cohen_kappa_score
+
+    return float(cohen_kappa_score(truth, guess))
 
 
 def f1_for(pairs: list[tuple[str, str]], label: str) -> tuple[float | None, float | None, float | None]:
@@ -43,13 +43,14 @@ def f1_for(pairs: list[tuple[str, str]], label: str) -> tuple[float | None, floa
 
 
 def macro_f1(pairs: list[tuple[str, str]], labels: Sequence[str]) -> float | None:
-    scores = []
-    for label in labels:
-        if not any(a == label for a, _ in pairs):
-            continue
-        _, _, f1 = f1_for(pairs, label)
-        scores.append(f1 or 0.0)
-    return sum(scores) / len(scores) if scores else None
+    """Macro F1 (scikit-learn) over the labels present in the truth; an undefined F1 counts as 0."""
+    present = [label for label in labels if any(a == label for a, _ in pairs)]
+    if not present:
+        return None
+    from sklearn.metrics import f1_score
+
+    truth, guess = [a for a, _ in pairs], [b for _, b in pairs]
+    return float(f1_score(truth, guess, labels=present, average="macro", zero_division=0))
 
 
 def confusion(pairs: list[tuple[str, str]]) -> dict[str, dict[str, int]]:
@@ -171,39 +172,12 @@ def calibration(
     return {"buckets": rows, "ece": ece if total else None}
 
 
-def _binomial_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p), summed in log space so large n stays exact enough."""
-    if p <= 0.0:
-        return 1.0
-    if p >= 1.0:
-        return 1.0 if k >= n else 0.0
-    log_p, log_q = math.log(p), math.log1p(-p)
-    terms = [
-        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
-        for i in range(k + 1)
-    ]
-    top = max(terms)
-    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
-
-
 def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
-    """The exact (Clopper-Pearson) interval of a proportion: conservative, never narrower than the
-    data allow. With 27 of 27 the lower bound is 0.872, not 1.0."""
+    """The exact (Clopper-Pearson) interval of a proportion (scipy): conservative, never narrower than
+    the data allow. With 27 of 27 the lower bound is 0.872, not 1.0."""
     if trials == 0:
         return 0.0, 1.0
-    alpha = (1 - confidence) / 2
+    from scipy.stats import binomtest
 
-    def solve(condition: Callable[[float], bool]) -> float:
-        low, high = 0.0, 1.0
-        for _ in range(60):
-            mid = (low + high) / 2
-            if condition(mid):
-                high = mid
-            else:
-                low = mid
-        return (low + high) / 2
-
-    # lower: the p at which seeing >= successes has probability alpha; upper: <= successes has alpha.
-    lower = 0.0 if successes == 0 else solve(lambda p: 1 - _binomial_cdf(successes - 1, trials, p) >= alpha)
-    upper = 1.0 if successes == trials else solve(lambda p: _binomial_cdf(successes, trials, p) <= alpha)
-    return lower, upper
+    interval = binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="exact")
+    return float(interval.low), float(interval.high)
