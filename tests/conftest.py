@@ -13,7 +13,7 @@ from agent.rulebook import Rulebook, load_rulebook
 from tools.guard import Policy, load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.kube_fixture"]
+pytest_plugins = ["tests.kube_fixture", "tests.dashboard_fixture"]
 LOOPBACK = {"localhost", "127.0.0.1", "::1", None}
 
 

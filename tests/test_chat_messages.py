@@ -20,7 +20,6 @@ from api.chat_summary import confidence_words, summarize
 from api.runs import RunOutcome
 from api.slack_blocks import blocks, fallback_text
 from api.teams_card import MAX_BYTES, card
-from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS
 
 ADAPTIVE_CARDS = Path(__file__).parent / "vendor" / "adaptivecards-3.0.6.min.js"
 HOSTILE = "<!channel> <@U0ADMIN> <https://evil.example/login|click here> [reset](https://evil.example) @here"
@@ -231,20 +230,15 @@ def test_incident_text_cannot_mention_or_link_in_slack():
 
 
 @pytest.fixture(scope="module")
-def renderer() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium package")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.set_content(
-            '<!doctype html><html><head><meta charset="utf-8"></head><body><div id="card"></div></body></html>'
-        )
-        page.add_script_tag(path=str(ADAPTIVE_CARDS))
-        yield page
-        browser.close()
+def renderer(browser: Any) -> Iterator[Any]:
+    """A blank page of Debian's Chromium with Microsoft's Adaptive Cards renderer loaded."""
+    page = browser.new_page()
+    page.set_content(
+        '<!doctype html><html><head><meta charset="utf-8"></head><body><div id="card"></div></body></html>'
+    )
+    page.add_script_tag(path=str(ADAPTIVE_CARDS))
+    yield page
+    page.close()
 
 
 RENDER = """(payload) => {
