@@ -54,12 +54,12 @@ def cmd_triage(args: argparse.Namespace) -> int:
     settings = get_settings()
     settings.model_copy(update={"engine": args.engine or settings.engine}).use_llm()
     make_cluster(settings)  # an unusable kubeconfig is refused here, not after the incident is stored
-    for note in parsed.notes:
-        print(f"note: {note}", file=sys.stderr)
-    _no_index_hint(settings)
     incident, payload = parsed.incident, parsed.payload
     store = open_store(settings)
     context = make_context(settings, store.recorder, engine=args.engine)
+    for note in parsed.notes:
+        print(f"note: {note}", file=sys.stderr)
+    _no_index_hint(settings)
     engine = "llm" if context.llm else "rulebook"
     run_id = create_run(incident, source="cli", payload=payload, recorder=store.recorder, engine=engine)
     if run_id is None:  # a repeated incident id gets a new run on the stored incident
