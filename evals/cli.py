@@ -38,10 +38,11 @@ def _retrieval_index(postmortems: Path) -> tuple[Any, str]:
     with Progress(f"indexing {postmortems}") as progress:
         report = index.ingest(folder, progress.update, prune=True)
     changed = len(report.added) + len(report.updated)
-    if before and not changed:
+    if before and not changed and not report.removed:
         said = f"reused the index in {where}: {report.unchanged} postmortems unchanged"
     else:
-        said = f"indexed in {where}: {changed} added or changed, {report.unchanged} unchanged"
+        said = f"indexed in {where}: {changed} added or changed, {len(report.removed)} removed"
+        said += f", {report.unchanged} unchanged"
     return index, said + (f", {len(report.failed)} skipped" if report.failed else "")
 
 
