@@ -133,3 +133,12 @@ def resolve(sessions: Sessions, kind: str, given: str) -> str:
         raise LookupFailed(f"no {kind} {given}" + (" (nor one whose id starts so)" if given else ""))
     shown = ", ".join(str(m) for m in matches[:5])
     raise LookupFailed(f"{given!r} is the start of several {kind} ids ({shown}{', ...' if len(matches) > 5 else ''})")
+
+
+def full_run_id(sessions: Sessions, given: str) -> str:
+    """A run id from chat (`/mitigate approve 3f9c0a`): the full id when the prefix names one run, else
+    what was given (the caller then says there is no such run)."""
+    try:
+        return resolve(sessions, "run", given)
+    except LookupFailed:
+        return given

@@ -23,6 +23,7 @@ from api.approvals_flow import Identity, audit_refusal
 from api.chat_summary import summarize
 from api.deps import client_of, read_body
 from api.intake import accept_incident, submit_decision
+from api.lookup import full_run_id
 from api.runs import RunOutcome
 from api.slack_blocks import APPROVE, REJECT, blocks, escape, fallback_text
 
@@ -127,10 +128,12 @@ class SlackBot:
             run_id = self._triage(rest, command["channel_id"], command.get("trigger_id", rest[:20]), user)
             respond(f"Triage started: run `{run_id}`.")
         elif verb == "status" and rest:
-            run = self.service.store.recorder.run(rest.strip())
-            respond(f"Run `{rest.strip()}`: {run['status']}" if run else f"No run `{rest.strip()}`.")
+            run_id = full_run_id(self.service.store.sessions, rest.strip())
+            run = self.service.store.recorder.run(run_id)
+            respond(f"Run `{run_id}`: {run['status']}" if run else f"No run `{escape(rest.strip())}`.")
         elif verb in ("approve", "reject") and rest:
-            respond(self._decide(rest.strip(), user, verb == "approve", command.get("channel_id", "")))
+            run_id = full_run_id(self.service.store.sessions, rest.strip())
+            respond(self._decide(run_id, user, verb == "approve", command.get("channel_id", "")))
         else:
             respond("Usage: /mitigate triage TEXT | status RUN_ID | approve RUN_ID | reject RUN_ID")
 

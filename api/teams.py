@@ -25,6 +25,7 @@ from api.approvals_flow import Identity, audit_refusal
 from api.chat_summary import ChatSummary, decided, summarize
 from api.deps import client_of, read_body
 from api.intake import accept_incident, submit_decision
+from api.lookup import full_run_id
 from api.runs import RunOutcome
 from api.teams_card import card
 
@@ -77,10 +78,12 @@ class TeamsBot(ActivityHandler):
         text = TurnContext.remove_recipient_mention(activity) or activity.text or ""
         verb, _, rest = text.strip().partition(" ")
         if verb.lower() in ("approve", "reject") and rest:
-            await turn_context.send_activity(self._decide(rest.strip(), user, verb.lower() == "approve", where))
+            run_id = full_run_id(self.service.store.sessions, rest.strip())
+            await turn_context.send_activity(self._decide(run_id, user, verb.lower() == "approve", where))
         elif verb.lower() == "status" and rest:
-            run = self.service.store.recorder.run(rest.strip())
-            await turn_context.send_activity(f"Run {rest.strip()}: {run['status']}" if run else "No such run.")
+            run_id = full_run_id(self.service.store.sessions, rest.strip())
+            run = self.service.store.recorder.run(run_id)
+            await turn_context.send_activity(f"Run {run_id}: {run['status']}" if run else "No such run.")
         elif text.strip():
             description = rest if verb.lower() == "triage" else text
             reference = TurnContext.get_conversation_reference(activity)
