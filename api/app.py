@@ -130,6 +130,9 @@ def create_app(
     for module in (webhooks, incidents, approvals, health, dashboard):
         app.include_router(module.router)
     app.mount("/dashboard/static", StaticFiles(directory=dashboard.STATIC_DIR), name="dashboard-static")
+    from api.web_pages import install as install_pages  # HTML error pages; /docs served offline
+
+    install_pages(app)
     app.add_middleware(IngestFirst)
     slack_bot = None
     if settings.slack_signing_secret.get_secret_value():

@@ -8,56 +8,58 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from api.cli_errors import fail, masked_url, run_command
+
 # The closed-loop demo's scenarios (sim/faults.py has them all); kept here so --help stays fast.
 # cpu_hog is the RCA paper's self-stabilisation experiment: localisation picks the pod to restart.
 SCENARIOS = ("timeout", "resource_exhaustion", "latency_spike", "transient", "bad_node", "header_misconfig", "cpu_hog")
 
-EXIT_USAGE = 2
+
+def _read_source(source: str) -> tuple[str, str]:
+    """The text of a file, of stdin (`-`), and the name to use for it in messages."""
+    if source == "-":
+        if sys.stdin.isatty():
+            print("reading the incident from stdin (JSON, YAML or plain text; end with Ctrl-D)", file=sys.stderr)
+        return sys.stdin.read(), "stdin"
+    return Path(source).read_text(encoding="utf-8"), source
 
 
-def _fail(message: str) -> int:
-    print(f"mitigate: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+def _no_index_hint(settings: Any) -> None:
+    from api.wiring import make_retriever
 
-
-def _read_incident(source: str) -> tuple[Any, dict[str, Any]]:
-    from pydantic import ValidationError
-
-    from agent.schemas import Incident
-
-    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{source} is not JSON: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise ValueError(f"{source} must hold one JSON object (an incident)")
-    visible = dict(payload)
-    if isinstance(payload.get("timeline"), dict) and payload["timeline"].get("started_at"):
-        visible.setdefault("started_at", payload["timeline"]["started_at"])
-    try:
-        return Incident.model_validate(visible), payload
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'incident'}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"{source} is not a valid incident: {problems}") from exc
+    if make_retriever(settings) is None:
+        print(
+            f"note: no postmortem index in {settings.state_dir}: triage cites no precedents. "
+            "Index the shipped ones once with: mitigate postmortems ingest data/postmortems",
+            file=sys.stderr,
+        )
 
 
 def cmd_triage(args: argparse.Namespace) -> int:
     import uuid
 
+    from api.incident_input import IncidentInputError, parse_incident
     from api.run_faults import run_to_end
     from api.runs import create_run, execute_run, resume_run
     from api.runs_cli import _show
     from api.settings import get_settings
-    from api.wiring import make_context, open_checkpointer, open_store
+    from api.wiring import make_cluster, make_context, open_checkpointer, open_store
 
     try:
-        incident, payload = _read_incident(args.file)
-    except (OSError, ValueError) as exc:
-        return _fail(str(exc))
+        text, name = _read_source(args.file)
+        parsed = parse_incident(text, name)
+    except (OSError, UnicodeDecodeError, IncidentInputError) as exc:
+        return fail(str(exc))
+    # Every check that can refuse comes before anything is stored.
     settings = get_settings()
+    settings.model_copy(update={"engine": args.engine or settings.engine}).use_llm()
+    make_cluster(settings)  # an unusable kubeconfig is refused here, not after the incident is stored
+    incident, payload = parsed.incident, parsed.payload
     store = open_store(settings)
     context = make_context(settings, store.recorder, engine=args.engine)
+    for note in parsed.notes:
+        print(f"note: {note}", file=sys.stderr)
+    _no_index_hint(settings)
     engine = "llm" if context.llm else "rulebook"
     run_id = create_run(incident, source="cli", payload=payload, recorder=store.recorder, engine=engine)
     if run_id is None:  # a repeated incident id gets a new run on the stored incident
@@ -83,7 +85,7 @@ def cmd_db_upgrade(_: argparse.Namespace) -> int:
 
     settings = get_settings()
     open_store(settings)
-    print(f"database at {settings.database_url} is at the newest schema")
+    print(f"database at {masked_url(settings.database_url)} is at the newest schema")
     return 0
 
 
@@ -92,13 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mitigate",
         description="Incident copilot for LLM serving platforms: classify by the rulebook taxonomy (A1-A4), "
         "plan a mitigation (M1-M6, Algorithm 1), act through guarded tools, verify the SLA.",
-        epilog="Settings come from MITIGATE_* environment variables or .env (see README). "
+        epilog="First day: `mitigate postmortems ingest data/postmortems`, then `mitigate triage FILE`; find "
+        "things again with `mitigate incidents list`, `runs list --status waiting`, `eval list` (ids may be "
+        "shortened to a unique prefix). Settings come from MITIGATE_* environment variables or .env (README, "
+        "Configuration); state lives in MITIGATE_STATE_DIR (default ~/.local/state/mitigate). "
         "Exit codes: 0 ok, 1 failure, 2 bad input or usage.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from api.lists_cli import add_list_commands
 
-    triage = sub.add_parser("triage", help="triage one incident (JSON file, or - for stdin)")
-    triage.add_argument("file", help="incident JSON file (see docs/datasets.md), or - to read stdin")
+    add_list_commands(sub)
+
+    triage = sub.add_parser(
+        "triage",
+        help="triage one incident: JSON, YAML, an Alertmanager payload or plain text, from a file or stdin",
+        description="Triage one incident. The input may be an incident as JSON or YAML (docs/datasets.md), an "
+        "Alertmanager webhook payload, or plain text (the first line is the title). Without an id one is made.",
+    )
+    triage.add_argument("file", help="the incident file, or - to read stdin")
     triage.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     triage.add_argument("--engine", choices=["auto", "rulebook", "llm"], help="override MITIGATE_ENGINE")
     triage.set_defaults(func=cmd_triage)
@@ -143,8 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--all", action="store_true", help="every demo scenario in turn (all of --scenario's), and a table of their TTM"
     )
-    demo.add_argument("--hold", action="store_true", help="keep everything (and the dashboard) up until Ctrl-C")
-    demo.add_argument("--workdir", type=Path, default=Path(".mitigate/demo"), help="state of this run (wiped first)")
+    demo.add_argument(
+        "--hold",
+        action="store_true",
+        help="after the scenarios, keep the fleet, Prometheus and the dashboard up to look around, until Ctrl-C",
+    )
+    demo.add_argument(
+        "--workdir", type=Path, help="state of this run, wiped first (default: demo/ in MITIGATE_STATE_DIR)"
+    )
     demo.add_argument(
         "--offline", action="store_true", help="no cluster or Prometheus: triage examples/ and score paper156"
     )
@@ -163,25 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_postmortems_ingest(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
+    from api.progress import Progress
     from api.settings import get_settings
     from api.wiring import open_postmortem_index
 
     if not args.path.exists():
-        return _fail(f"{args.path} does not exist")
+        return fail(f"{args.path} does not exist")
     settings = get_settings()
     index = open_postmortem_index(settings.state_dir, settings.chroma_url)
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(), console=console, transient=True
-    ) as progress:
-        task = progress.add_task("ingest", total=None)
-        report = index.ingest(args.path, lambda done, total: progress.update(task, completed=done, total=total))
+    with Progress("ingesting postmortems") as progress:
+        report = index.ingest(args.path, progress.update)
+    where = settings.chroma_url or settings.state_dir
     print(
         f"added {len(report.added)}, updated {len(report.updated)}, unchanged {report.unchanged}, "
-        f"failed {len(report.failed)}; {report.chunks} chunks written; {index.count()} postmortems indexed"
+        f"failed {len(report.failed)}; {report.chunks} chunks written; {index.count()} postmortems indexed in {where}"
     )
     for _path, reason in report.failed:
         print(f"skipped: {reason}", file=sys.stderr)
@@ -203,7 +217,10 @@ def cmd_postmortems_search(args: argparse.Namespace) -> int:
             f"{r['title']}\n    [{r['section']}] {r['snippet'][:200]}"
         )
     if not results:
-        print("no postmortems match (is the index empty? run: mitigate postmortems ingest PATH)")
+        print(
+            f"no postmortems match; the index in {settings.state_dir} may be empty: "
+            "mitigate postmortems ingest data/postmortems"
+        )
     return 0
 
 
@@ -211,9 +228,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.settings import get_settings
+    from api.wiring import make_cluster, open_store
 
+    settings = get_settings()  # a wrong setting, an unreachable database: a message now, not a traceback later
+    make_cluster(settings)
+    open_store(settings)
     # uvicorn handles SIGTERM/SIGINT gracefully: the lifespan stops the worker after runs in flight finish.
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
     return 0
 
 
@@ -223,14 +245,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         return run_offline_demo()
     from api.demo import run_demo
+    from api.settings import get_settings
 
-    return run_demo(list(SCENARIOS) if args.all else [args.scenario], args.hold, args.workdir)
+    workdir = args.workdir or get_settings().state_dir / "demo"
+    return run_demo(list(SCENARIOS) if args.all else [args.scenario], args.hold, workdir)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result: int = args.func(args)
-    return result
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:  # bare `mitigate`: what it can do, not "the following arguments are required"
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-POSTMORTEMS = Path("data/postmortems")
+POSTMORTEMS = Path(__file__).resolve().parent.parent / "data" / "postmortems"  # from any directory
 
 
 def _fmt(value: float | None, pattern: str = "{:.4f}") -> str:

@@ -9,13 +9,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-EXAMPLES = Path("examples")
-POSTMORTEMS = Path("data/postmortems")
-DATASET = Path("evals/datasets/paper156.jsonl")
+ROOT = Path(__file__).resolve().parent.parent  # the repository: the demo works from any directory
+EXAMPLES = ROOT / "examples"
+POSTMORTEMS = ROOT / "data" / "postmortems"
+DATASET = ROOT / "evals" / "datasets" / "paper156.jsonl"
 
 
 def run_offline_demo() -> int:
-    from api.cli import _read_incident
+    from api.cli_errors import masked_url
+    from api.incident_input import parse_incident
     from api.runs import start_run
     from api.settings import get_settings
     from api.wiring import make_context, open_checkpointer, open_store
@@ -33,20 +35,20 @@ def run_offline_demo() -> int:
             f"postmortems: {len(ingested.added)} added, {ingested.unchanged} unchanged, {len(ingested.failed)} failed"
         )
     context = make_context(settings, store.recorder)
-    table = Table(title=f"Triage of {EXAMPLES}/ (store: {settings.database_url})")
+    table = Table(title=f"Triage of {EXAMPLES}/ (store: {masked_url(settings.database_url)})")
     for column in ("incident", "class", "conf", "plan", "status", "what was not done"):
         table.add_column(column, overflow="fold")
     files = sorted(EXAMPLES.glob("*.json"))
     if not files:
-        console.print(f"no example incidents in {EXAMPLES.resolve()}; run from the repository root")
+        console.print(f"no example incidents in {EXAMPLES.resolve()}; its examples/ folder is missing")
         return 2
     with open_checkpointer(settings.database_url) as checkpointer:
         for path in files:
-            incident, payload = _read_incident(str(path))
+            parsed = parse_incident(path.read_text(encoding="utf-8"), str(path))
             outcome = start_run(
-                incident,
+                parsed.incident,
                 source="demo",
-                payload=payload,
+                payload=parsed.payload,
                 recorder=store.recorder,
                 context=context,
                 checkpointer=checkpointer,

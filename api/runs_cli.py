@@ -16,10 +16,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from api.cli_errors import fail as _fail
 
-def _fail(message: str) -> int:
-    print(f"mitigate: error: {message}", file=sys.stderr)
-    return 2
+
+def _resolve_run(store: Any, given: str) -> str:
+    """The full run id from an id or a unique prefix (`LookupFailed` otherwise)."""
+    from api.lookup import resolve
+
+    return resolve(store.sessions, "run", given)
 
 
 def _show(outcome: dict[str, Any], as_json: bool) -> None:
@@ -46,22 +50,33 @@ def _token(args: argparse.Namespace) -> str:
 def cmd_decide(args: argparse.Namespace) -> int:
     """Approve or reject through the same checks and audit as every other door, then resume here."""
     from api.approvals_flow import Identity, audit_refusal, decide
+    from api.lookup import LookupFailed
     from api.runs import NotWaiting, resume_run
     from api.settings import get_settings
     from api.wiring import make_approvers, make_context, open_checkpointer, open_store
 
     settings = get_settings()
     store = open_store(settings)
+    try:
+        args.run_id = _resolve_run(store, args.run_id)
+    except LookupFailed as exc:
+        return _fail(str(exc))
     context = make_context(settings, store.recorder)
     approvers = make_approvers(settings)
     person = approvers.by_token(_token(args))
     where = f"cli:{getpass.getuser()}@{socket.gethostname()}"
     identity = Identity(person.id if person else None, "cli", person.id if person else "", where)
     approved = args.command == "approve"
+    run = store.recorder.run(args.run_id) or {}
     message = ""
-    if person is None:
+    if run.get("status") != "awaiting_approval":
+        message = (
+            f"run {args.run_id} is {run.get('status')}, not waiting for an approval: nothing to "
+            f"{args.command} (mitigate runs list --status waiting)"
+        )
+    elif person is None:
         message = "set MITIGATE_APPROVER_TOKEN (or --token-file) to your own token from the approvers file"
-    elif context.cluster is None or context.propose_only:
+    elif approved and (context.cluster is None or context.propose_only):
         # A run resumed here without a cluster would record the plan as a proposal and drop the answer.
         message = (
             "this CLI cannot act on a cluster (MITIGATE_KUBECONFIG unset or propose-only): "
@@ -97,6 +112,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace, *, retry: bool = False) -> int:
     """Continue a run from its checkpoint; `runs retry` also starts its fault attempts afresh."""
+    from api.lookup import LookupFailed
     from api.run_faults import run_to_end
     from api.runs import resume_run
     from api.settings import get_settings
@@ -104,9 +120,10 @@ def cmd_resume(args: argparse.Namespace, *, retry: bool = False) -> int:
 
     settings = get_settings()
     store = open_store(settings)
-    run = store.recorder.run(args.run_id)
-    if run is None:
-        return _fail(f"no run {args.run_id}")
+    try:
+        args.run_id = _resolve_run(store, args.run_id)
+    except LookupFailed as exc:
+        return _fail(str(exc))
     if retry:
         store.recorder.set_run_retry(args.run_id, 0, None)
     context = make_context(settings, store.recorder)
@@ -132,10 +149,15 @@ def cmd_resume(args: argparse.Namespace, *, retry: bool = False) -> int:
 
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
+    from api.lookup import LookupFailed
     from api.settings import get_settings
     from api.wiring import open_store
 
-    run = open_store(get_settings()).recorder.run(args.run_id)
+    store = open_store(get_settings())
+    try:
+        run = store.recorder.run(_resolve_run(store, args.run_id))
+    except LookupFailed as exc:
+        return _fail(str(exc))
     if run is None:
         return _fail(f"no run {args.run_id}")
     if args.json:
@@ -169,26 +191,29 @@ def add_run_commands(sub: Any) -> None:
         ("reject", "reject the action a paused run is waiting for (as the owner of MITIGATE_APPROVER_TOKEN)"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("run_id")
+        p.add_argument("run_id", help="the run id or a unique prefix of it")
         p.add_argument("--reason", help="why (required to approve a deletion)")
         p.add_argument("--token-file", type=Path, help="read your personal token from this file")
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=cmd_decide)
     resume = sub.add_parser("resume", help="continue a run from its last checkpoint (after a crash or restart)")
-    resume.add_argument("run_id")
+    resume.add_argument("run_id", help="the run id or a unique prefix of it")
     resume.add_argument("--json", action="store_true")
     resume.set_defaults(func=cmd_resume)
 
-    runs = sub.add_parser("runs", help="inspect and retry runs")
+    runs = sub.add_parser("runs", help="list, inspect and retry runs")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="RUNS_COMMAND")
+    from api.lists_cli import add_runs_list
+
+    add_runs_list(runs_sub)
     show = runs_sub.add_parser("show", help="a run's status, category, plan, risk, dry run and steps")
-    show.add_argument("run_id")
+    show.add_argument("run_id", help="the run id or a unique prefix of it")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_runs_show)
     retry = runs_sub.add_parser(
         "retry", help="run again a run that a dependency fault escalated, from the step that failed"
     )
-    retry.add_argument("run_id")
+    retry.add_argument("run_id", help="the run id or a unique prefix of it")
     retry.add_argument("--json", action="store_true")
     retry.set_defaults(func=lambda args: cmd_resume(args, retry=True))
 

@@ -20,106 +20,35 @@ from slack_sdk import WebClient
 
 from agent.schemas import Incident
 from api.approvals_flow import Identity, audit_refusal
+from api.chat_summary import summarize
 from api.deps import client_of, read_body
 from api.intake import accept_incident, submit_decision
+from api.lookup import full_run_id
 from api.runs import RunOutcome
+from api.slack_blocks import APPROVE, REJECT, blocks, escape, fallback_text
 
 log = logging.getLogger("mitigate.slack")
-APPROVE, REJECT = "mitigate_approve", "mitigate_reject"
 
 
-def summary_blocks(outcome: RunOutcome) -> list[dict[str, Any]]:
-    """Block Kit for a run: classification, precedents, the proposed action and its dry run, buttons."""
-    if outcome.report is None:
-        waiting = outcome.waiting_for or {}
-        action = waiting.get("action", {})
-        target = action.get("target") or {}
-        summary = waiting.get("summary") or {}
-        text = (
-            f"*Approval needed* for run `{outcome.run_id}`: {action.get('mitigation')} "
-            f"`{action.get('operation')}` on {target.get('kind')} `{target.get('namespace') or ''}/"
-            f"{target.get('name') or ''}` ({waiting.get('approvals_required')} approver(s); so far "
-            f"{', '.join(waiting.get('approvals_so_far', [])) or 'none'}).\n{action.get('rationale', '')}"
-        )
-        fields = [
-            f"*Category*\n{summary.get('category')}/{summary.get('subcategory')}",
-            f"*Risk*\n{summary.get('risk')}",
-            f"*Plan*\n{action.get('mitigation')} `{action.get('operation')}`",
-            f"*Dry run*\n{(summary.get('dry_run') or {}).get('status', 'not run')}",
-        ]
-        paused: list[dict[str, Any]] = [
-            {"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}},
-            {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
-        ]
-        if summary.get("dry_run"):
-            said = json.dumps(summary["dry_run"].get("details") or summary["dry_run"].get("reason"), indent=1)
-            paused.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Dry run*\n```{said[:2500]}```"}})
-        return [*paused, _buttons(outcome.run_id)]
-    report = outcome.report
-    plan = report["plan"]
-    target = plan.get("target") or {}
-    fields = [
-        f"*Category*\n{report['category']}/{report['subcategory']}",
-        f"*Confidence*\n{report['confidence']:.2f} ({report['engine']})",
-        f"*Plan*\n{plan['mitigation']} `{plan['operation']}`",
-        f"*Status*\n{report['status']}",
-    ]
-    blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Incident {report['incident_id']}*"}},
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
-        {"type": "section", "text": {"type": "mrkdwn", "text": plan["rationale"][:2900] or " "}},
-    ]
-    if target.get("name"):
-        blocks.append(
-            {
-                "type": "context",
-                "elements": [
-                    {
-                        "type": "mrkdwn",
-                        "text": f"target {target.get('kind')} `{target.get('namespace') or ''}/{target['name']}`",
-                    }
-                ],
-            }
-        )
-    for action in report.get("actions", []):
-        if action.get("dry_run"):
-            diff = json.dumps(action["dry_run"].get("details") or action["dry_run"], indent=1)[:2500]
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Dry run*\n```{diff}```"}})
-    precedents = report.get("precedents") or []
-    if precedents:
-        lines = "\n".join(f"• {p.get('id')}: {p.get('title')} → {p.get('mitigation')}" for p in precedents[:3])
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Precedents*\n{lines}"}})
-    if report.get("notes"):
-        notes = "\n".join(f"• {n}" for n in report["notes"])[:2900]
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Not done / not verified*\n{notes}"}})
-    return blocks
+def summary_blocks(outcome: RunOutcome, incident: Any = None, public_url: str = "") -> list[dict[str, Any]]:
+    """Block Kit for a run (api/slack_blocks.py renders what api/chat_summary.py says)."""
+    return blocks(summarize(outcome, incident, public_url))
 
 
-def _buttons(run_id: str) -> dict[str, Any]:
-    return {
-        "type": "actions",
-        "elements": [
-            {
-                "type": "button",
-                "style": "primary",
-                "action_id": APPROVE,
-                "value": run_id,
-                "text": {"type": "plain_text", "text": "Approve"},
-            },
-            {
-                "type": "button",
-                "style": "danger",
-                "action_id": REJECT,
-                "value": run_id,
-                "text": {"type": "plain_text", "text": "Reject"},
-            },
-        ],
-    }
+def decided_blocks(original: list[dict[str, Any]], verdict: str, answer: str) -> list[dict[str, Any]]:
+    """The approval message once answered: the same content without its buttons, and who decided
+    (`answer` is ours: the verdict and the clicking user's verified id as a mention)."""
+    kept = [b for b in original if b.get("type") != "actions"]
+    note = {"type": "mrkdwn", "text": f"*{verdict}*: {answer}"}
+    return [*kept, {"type": "context", "elements": [note]}][:50]
 
 
 class SlackBot:
     def __init__(self, settings: Any) -> None:
         self.service: Any = None  # bound at start-up, when the store and worker exist
+        # run id -> (channel, ts) of its message: later outcomes edit it and reply in its thread. In
+        # memory: after a restart a later outcome is posted as a new message.
+        self.messages: dict[str, tuple[str, str]] = {}
         self.client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
         self.app = App(
             client=self.client,
@@ -187,7 +116,7 @@ class SlackBot:
                 answer, _ = context.llm.answer(text, run["report"])
             except LLMFailure as failure:
                 answer = f"I could not get an answer from the LLM ({failure.kind}); the record is unchanged."
-            say(text=answer, thread_ts=thread)
+            say(text=escape(answer), thread_ts=thread)  # an answer about incident text carries no mentions
         return True
 
     # ---- commands -----------------------------------------------------------------------------
@@ -199,10 +128,12 @@ class SlackBot:
             run_id = self._triage(rest, command["channel_id"], command.get("trigger_id", rest[:20]), user)
             respond(f"Triage started: run `{run_id}`.")
         elif verb == "status" and rest:
-            run = self.service.store.recorder.run(rest.strip())
-            respond(f"Run `{rest.strip()}`: {run['status']}" if run else f"No run `{rest.strip()}`.")
+            run_id = full_run_id(self.service.store.sessions, rest.strip())
+            run = self.service.store.recorder.run(run_id)
+            respond(f"Run `{run_id}`: {run['status']}" if run else f"No run `{escape(rest.strip())}`.")
         elif verb in ("approve", "reject") and rest:
-            respond(self._decide(rest.strip(), user, verb == "approve", command.get("channel_id", "")))
+            run_id = full_run_id(self.service.store.sessions, rest.strip())
+            respond(self._decide(run_id, user, verb == "approve", command.get("channel_id", "")))
         else:
             respond("Usage: /mitigate triage TEXT | status RUN_ID | approve RUN_ID | reject RUN_ID")
 
@@ -211,37 +142,63 @@ class SlackBot:
         action = body["actions"][0]
         channel = (body.get("channel") or {}).get("id", "")
         approved = action["action_id"] == APPROVE
-        respond(self._decide(action["value"], body["user"]["id"], approved, channel), replace_original=False)
+        answer, submitted = self._answer(action["value"], body["user"]["id"], approved, channel)
+        original = (body.get("message") or {}).get("blocks")
+        if submitted and original:  # the message itself now says who decided, and has no buttons
+            verdict = "approved" if approved else "rejected"
+            respond(text=answer, blocks=decided_blocks(original, verdict, answer), replace_original=True)
+        else:
+            respond(answer, replace_original=False)
 
     def _decide(self, run_id: str, user: str, approved: bool, channel: str) -> str:
+        return self._answer(run_id, user, approved, channel)[0]
+
+    def _answer(self, run_id: str, user: str, approved: bool, channel: str) -> tuple[str, bool]:
         """The Slack user id comes from a request Bolt verified (signature, replay window); the approvers
-        file says which person it is and what they may approve."""
+        file says which person it is and what they may approve. (answer, whether it was submitted)"""
         person = self.service.approvers.by_slack(user)
         identity = Identity(person.id if person else None, "slack", user, f"slack:{channel}")
         verdict = "approved" if approved else "rejected"
         result = submit_decision(self.service, run_id, identity, approved=approved, reason=f"{verdict} in Slack")
         if result.outcome == "unauthenticated":
-            return f"<@{user}> is not in the approvers group; nothing was changed."
+            return f"<@{user}> is not in the approvers group; nothing was changed.", False
         if result.outcome == "not_waiting":
-            return f"Run `{run_id}` is not waiting for an approval."
+            return f"Run `{run_id}` is not waiting for an approval.", False
         if result.outcome == "submitted":
-            return f"{verdict.capitalize()} by <@{user}>; resuming run `{run_id}`."
-        return f"<@{user}>: {result.message}"
+            return f"{verdict.capitalize()} by <@{user}>; resuming run `{run_id}`.", True
+        return f"<@{user}>: {escape(result.message)}", result.submitted
 
     # ---- results back to Slack ------------------------------------------------------------------
     def on_outcome(self, outcome: RunOutcome) -> None:
-        raw = self.service.store.recorder.raw_for_run(outcome.run_id) or {}
+        """Post the run's message; later outcomes of the same run edit that message and say what
+        happened in its thread (approved by, executed, verified with SLA numbers, escalated)."""
+        recorder = self.service.store.recorder
+        raw = recorder.raw_for_run(outcome.run_id) or {}
         where = raw.get("slack")
         channel = where["channel"] if where else self.service.settings.slack_alert_channel
         if not channel:
             return
+        summary = summarize(outcome, recorder.incident_for_run(outcome.run_id), self.service.settings.public_url)
+        text, content = fallback_text(summary), blocks(summary)
         try:
-            self.client.chat_postMessage(
+            posted = self.messages.get(outcome.run_id)
+            if posted is not None:
+                self.client.chat_update(channel=posted[0], ts=posted[1], text=text, blocks=content)
+                happened = "; ".join([summary.headline, *summary.outcome])
+                self.client.chat_postMessage(
+                    channel=posted[0], thread_ts=where["thread_ts"] if where else posted[1], text=escape(happened)
+                )
+                return
+            answer = self.client.chat_postMessage(
                 channel=channel,
                 thread_ts=where["thread_ts"] if where else None,
-                text=f"mitigate: run {outcome.run_id} {outcome.status}",
-                blocks=summary_blocks(outcome),
+                text=text,
+                blocks=content,
+                unfurl_links=False,
+                unfurl_media=False,
             )
+            if answer.get("ts"):
+                self.messages[outcome.run_id] = (str(answer.get("channel") or channel), str(answer["ts"]))
         except Exception:  # Slack being down must not fail the run; the report is in the store
             log.exception("could not post run %s to Slack", outcome.run_id)
 

@@ -22,70 +22,27 @@ from fastapi.concurrency import run_in_threadpool
 
 from agent.schemas import Incident
 from api.approvals_flow import Identity, audit_refusal
+from api.chat_summary import ChatSummary, decided, summarize
 from api.deps import client_of, read_body
 from api.intake import accept_incident, submit_decision
+from api.lookup import full_run_id
 from api.runs import RunOutcome
+from api.teams_card import card
 
 log = logging.getLogger("mitigate.teams")
 
 
-def summary_card(outcome: RunOutcome) -> dict[str, Any]:
-    """An Adaptive Card: classification, plan, what was not done, and Approve/Reject when paused."""
-    body: list[dict[str, Any]] = []
-    actions: list[dict[str, Any]] = []
-    if outcome.report is None:
-        waiting = outcome.waiting_for or {}
-        action = waiting.get("action", {})
-        target = action.get("target") or {}
-        summary = waiting.get("summary") or {}
-        body.append(
-            {
-                "type": "TextBlock",
-                "weight": "Bolder",
-                "wrap": True,
-                "text": f"Approval needed: {action.get('mitigation')} {action.get('operation')} on "
-                f"{target.get('kind')} {target.get('namespace') or ''}/{target.get('name') or ''}",
-            }
-        )
-        dry = summary.get("dry_run") or {}
-        facts = [
-            {"title": "Category", "value": f"{summary.get('category')}/{summary.get('subcategory')}"},
-            {"title": "Risk", "value": str(summary.get("risk"))},
-            {"title": "Plan", "value": f"{action.get('mitigation')} {action.get('operation')}"},
-            {"title": "Dry run", "value": f"{dry.get('status', 'not run')}: {dry.get('reason', '')}"},
-        ]
-        body.append({"type": "FactSet", "facts": facts})
-        body.append({"type": "TextBlock", "wrap": True, "text": action.get("rationale", "")})
-        actions = [
-            {"type": "Action.Submit", "title": title, "data": {"mitigate": verb, "run_id": outcome.run_id}}
-            for title, verb in (("Approve", "approve"), ("Reject", "reject"))
-        ]
-    else:
-        report = outcome.report
-        plan = report["plan"]
-        body.append(
-            {"type": "TextBlock", "weight": "Bolder", "text": f"Incident {report['incident_id']}", "wrap": True}
-        )
-        body.append(
-            {
-                "type": "FactSet",
-                "facts": [
-                    {"title": "Category", "value": f"{report['category']}/{report['subcategory']}"},
-                    {"title": "Confidence", "value": f"{report['confidence']:.2f} ({report['engine']})"},
-                    {"title": "Plan", "value": f"{plan['mitigation']} {plan['operation']}"},
-                    {"title": "Status", "value": report["status"]},
-                ],
-            }
-        )
-        body.append({"type": "TextBlock", "wrap": True, "text": plan["rationale"]})
-        for note in report.get("notes", []):
-            body.append({"type": "TextBlock", "wrap": True, "isSubtle": True, "text": f"- {note}"})
-    return {"type": "AdaptiveCard", "version": "1.4", "body": body, "actions": actions}
+def summary_card(outcome: RunOutcome, incident: Any = None, public_url: str = "") -> dict[str, Any]:
+    """The Adaptive Card for a run (api/teams_card.py renders what api/chat_summary.py says)."""
+    return card(summarize(outcome, incident, public_url))
 
 
 class TeamsBot(ActivityHandler):
     def __init__(self, settings: Any, credentials: ServiceClientCredentialsFactory | None = None) -> None:
         self.service: Any = None  # bound at start-up
+        # run id -> (conversation reference, id of its card, what the card says): an answer or a later
+        # outcome updates that card. In memory: after a restart a later outcome is a new card.
+        self.cards: dict[str, tuple[ConversationReference, str, ChatSummary]] = {}
         self.app_id = settings.teams_app_id
         config = _BotConfig(settings)
         auth = ConfigurationBotFrameworkAuthentication(
@@ -106,21 +63,32 @@ class TeamsBot(ActivityHandler):
         user = activity.from_property.aad_object_id or ""
         where = f"teams:{activity.conversation.id}" if activity.conversation else "teams"
         if isinstance(activity.value, dict) and activity.value.get("mitigate") in ("approve", "reject"):
-            approved = activity.value["mitigate"] == "approve"
-            await turn_context.send_activity(self._decide(str(activity.value.get("run_id")), user, approved, where))
+            approved, run_id = activity.value["mitigate"] == "approve", str(activity.value.get("run_id"))
+            reason = str(activity.value.get("reason") or "")[:500]
+            answer, submitted, who = self._answer(run_id, user, approved, where, reason)
+            if submitted and run_id in self.cards and activity.reply_to_id:
+                reference, card_id, summary = self.cards[run_id]
+                summary = decided(summary, "approved" if approved else "rejected", who)
+                self.cards[run_id] = (reference, card_id, summary)
+                update = MessageFactory.attachment(CardFactory.adaptive_card(card(summary)))
+                update.id = str(activity.reply_to_id)
+                await turn_context.update_activity(update)
+            await turn_context.send_activity(answer)
             return
         text = TurnContext.remove_recipient_mention(activity) or activity.text or ""
         verb, _, rest = text.strip().partition(" ")
         if verb.lower() in ("approve", "reject") and rest:
-            await turn_context.send_activity(self._decide(rest.strip(), user, verb.lower() == "approve", where))
+            run_id = full_run_id(self.service.store.sessions, rest.strip())
+            await turn_context.send_activity(self._decide(run_id, user, verb.lower() == "approve", where))
         elif verb.lower() == "status" and rest:
-            run = self.service.store.recorder.run(rest.strip())
-            await turn_context.send_activity(f"Run {rest.strip()}: {run['status']}" if run else "No such run.")
+            run_id = full_run_id(self.service.store.sessions, rest.strip())
+            run = self.service.store.recorder.run(run_id)
+            await turn_context.send_activity(f"Run {run_id}: {run['status']}" if run else "No such run.")
         elif text.strip():
             description = rest if verb.lower() == "triage" else text
             reference = TurnContext.get_conversation_reference(activity)
-            run_id = self._triage(description.strip(), activity, reference)
-            await turn_context.send_activity(f"Triaging (run {run_id})…" if run_id else "Already triaging this.")
+            started = self._triage(description.strip(), activity, reference)
+            await turn_context.send_activity(f"Triaging (run {started})…" if started else "Already triaging this.")
 
     def _triage(self, text: str, activity: Activity, reference: ConversationReference) -> str | None:
         incident_id = f"teams-{activity.conversation.id}-{activity.id}"[:200]
@@ -128,28 +96,44 @@ class TeamsBot(ActivityHandler):
         return accept_incident(self.service, incident, "teams", {"teams": {"reference": reference.serialize()}})
 
     def _decide(self, run_id: str, user: str, approved: bool, where: str) -> str:
+        return self._answer(run_id, user, approved, where)[0]
+
+    def _answer(self, run_id: str, user: str, approved: bool, where: str, reason: str = "") -> tuple[str, bool, str]:
+        """(the answer, whether it was submitted, who it was)"""
         person = self.service.approvers.by_teams(user) if user else None
         identity = Identity(person.id if person else None, "teams", user, where)
         verdict = "approved" if approved else "rejected"
-        result = submit_decision(self.service, run_id, identity, approved=approved, reason=f"{verdict} in Teams")
+        reason = reason or f"{verdict} in Teams"
+        result = submit_decision(self.service, run_id, identity, approved=approved, reason=reason)
+        who = person.id if person else user
         if result.outcome == "unauthenticated":
-            return f"{user or 'this sender'} is not in the approvers group; nothing was changed."
+            return f"{user or 'this sender'} is not in the approvers group; nothing was changed.", False, who
         if result.outcome == "not_waiting":
-            return f"Run {run_id} is not waiting for an approval."
+            return f"Run {run_id} is not waiting for an approval.", False, who
         if result.outcome == "submitted":
-            return f"{verdict.capitalize()} by {person.id if person else user}; resuming run {run_id}."
-        return result.message
+            return f"{verdict.capitalize()} by {who}; resuming run {run_id}.", True, who
+        return result.message, result.submitted, who
 
     def on_outcome(self, outcome: RunOutcome) -> None:
         """Post the summary card into the conversation that started the run (a proactive message)."""
-        raw = self.service.store.recorder.raw_for_run(outcome.run_id) or {}
+        recorder = self.service.store.recorder
+        raw = recorder.raw_for_run(outcome.run_id) or {}
         if "teams" not in raw:
             return
         reference = ConversationReference().deserialize(raw["teams"]["reference"])
-        card = MessageFactory.attachment(CardFactory.adaptive_card(summary_card(outcome)))
+        summary = summarize(outcome, recorder.incident_for_run(outcome.run_id), self.service.settings.public_url)
+        message = MessageFactory.attachment(CardFactory.adaptive_card(card(summary)))
+        known = self.cards.get(outcome.run_id)
 
         async def send(turn_context: TurnContext) -> None:
-            await turn_context.send_activity(card)
+            if known is not None:  # the same card now says what happened; a reply says it too
+                message.id = known[1]
+                await turn_context.update_activity(message)
+                await turn_context.send_activity("; ".join([summary.headline, *summary.outcome]))
+                return
+            sent = await turn_context.send_activity(message)
+            if sent is not None and sent.id:
+                self.cards[outcome.run_id] = (reference, sent.id, summary)
 
         try:
             asyncio.run(self.adapter.continue_conversation(reference, send, self.app_id))

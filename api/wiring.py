@@ -41,11 +41,19 @@ def make_llm(settings: Settings) -> Any:
 def make_cluster(settings: Settings) -> Any:
     if settings.kubeconfig is None:
         return None
+    from api.settings import SettingsError
     from tools.cluster import connect
 
     policy = load_policy(settings.policy_path or DEFAULT_POLICY)
     approved = str(settings.kube_approved_kubeconfig) if settings.kube_approved_kubeconfig else None
-    return connect(str(settings.kubeconfig), approved, policy=policy)
+    try:
+        return connect(str(settings.kubeconfig), approved, policy=policy)
+    except Exception as exc:  # kubernetes' ConfigException, a YAML error, an unreadable file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SettingsError(
+            f"MITIGATE_KUBECONFIG ({settings.kubeconfig}) or MITIGATE_KUBE_APPROVED_KUBECONFIG is not a usable "
+            f"kubeconfig: {first} (docs/cluster-tools.md; unset it to propose plans without a cluster)"
+        ) from exc
 
 
 def shared_embedder() -> Any:

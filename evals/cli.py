@@ -21,12 +21,34 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     return run_eval(args)
 
 
-def cmd_eval_retrieval(args: argparse.Namespace) -> int:
-    import tempfile
+def _retrieval_index(postmortems: Path) -> tuple[Any, str]:
+    """The retrieval eval's own index of `postmortems`, kept in the state directory and brought up to
+    date (unchanged files are skipped by their content hash), instead of rebuilt on every call."""
+    import hashlib
 
+    from api.progress import Progress
+    from api.settings import get_settings
+    from tools.postmortems import PostmortemIndex
+
+    folder = postmortems.resolve()
+    key = hashlib.sha256(str(folder).encode()).hexdigest()[:12]
+    where = get_settings().state_dir / "retrieval-eval" / key
+    index = PostmortemIndex(where)
+    before = index.count()
+    with Progress(f"indexing {postmortems}") as progress:
+        report = index.ingest(folder, progress.update, prune=True)
+    changed = len(report.added) + len(report.updated)
+    if before and not changed and not report.removed:
+        said = f"reused the index in {where}: {report.unchanged} postmortems unchanged"
+    else:
+        said = f"indexed in {where}: {changed} added or changed, {len(report.removed)} removed"
+        said += f", {report.unchanged} unchanged"
+    return index, said + (f", {len(report.failed)} skipped" if report.failed else "")
+
+
+def cmd_eval_retrieval(args: argparse.Namespace) -> int:
     from evals.dataset import DatasetError, load_dataset
     from evals.retrieval import MODES, retrieval_eval
-    from tools.postmortems import PostmortemIndex
 
     if not args.postmortems.exists():
         return _fail(f"{args.postmortems} does not exist")
@@ -34,10 +56,12 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
         cases = load_dataset(args.dataset)
     except (OSError, DatasetError) as exc:
         return _fail(str(exc))
-    with tempfile.TemporaryDirectory() as scratch:
-        index = PostmortemIndex(Path(scratch))
-        report = index.ingest(args.postmortems)
-        result = retrieval_eval(index, cases) | {"postmortems": index.count(), "skipped_files": len(report.failed)}
+    index, said = _retrieval_index(args.postmortems)
+    print(said, file=sys.stderr)
+    try:
+        result = retrieval_eval(index, cases) | {"postmortems": index.count()}
+    finally:
+        index.close()
     if args.json:
         print(json.dumps(result))
         return 0
@@ -56,6 +80,10 @@ def _comparison(a: str, b: str, resamples: int) -> dict[str, Any]:
 
     needs_db = not (Path(a).is_file() and Path(b).is_file())
     sessions = open_store(get_settings()).sessions if needs_db else None
+    if sessions is not None:  # stored eval runs may be named by a unique prefix of their id
+        from api.lookup import resolve
+
+        a, b = (x if Path(x).is_file() else resolve(sessions, "eval run", x) for x in (a, b))
     a_cases, a_figures = load_run(a, sessions)
     b_cases, b_figures = load_run(b, sessions)
     return compare(a_cases, b_cases, resamples, a_figures, b_figures)
@@ -185,14 +213,15 @@ def add_eval_commands(sub: Any) -> None:
         "--postmortems",
         type=Path,
         default=Path("data/postmortems"),
-        help="postmortem folder indexed into a scratch index (default data/postmortems)",
+        help="postmortem folder (default data/postmortems); its index is kept in MITIGATE_STATE_DIR and reused "
+        "while the files do not change",
     )
     retrieval.add_argument("--json", action="store_true")
     retrieval.set_defaults(func=cmd_eval_retrieval)
 
     comp = eval_sub.add_parser("compare", help="metric deltas, McNemar test and flipped cases between two runs")
-    comp.add_argument("a", help="baseline: an eval run id, or a file from `eval run --json --cases`")
-    comp.add_argument("b", help="candidate: an eval run id or such a file")
+    comp.add_argument("a", help="baseline: an eval run id (or unique prefix), or a file from `eval run --json --cases`")
+    comp.add_argument("b", help="candidate: an eval run id (or unique prefix) or such a file")
     comp.add_argument("--json", action="store_true")
     comp.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     comp.set_defaults(func=cmd_eval_compare)
@@ -202,8 +231,10 @@ def add_eval_commands(sub: Any) -> None:
     gate.add_argument("--resamples", type=int, default=1000)
     gate.set_defaults(func=cmd_eval_gate)
 
+    from api.lists_cli import add_eval_list
     from learn.cli import add_cv_command
 
+    add_eval_list(eval_sub)
     add_cv_command(eval_sub)
 
 

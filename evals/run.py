@@ -49,10 +49,8 @@ def engine_shares(stored: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from agent.context import MemoryRecorder
+    from api.progress import Progress
     from api.settings import get_settings
     from api.wiring import make_context, open_store
     from prompts import prompt_set_digest
@@ -109,24 +107,16 @@ def run_eval(args: argparse.Namespace) -> int:
     finished = {c["case_id"] for c in done}
     todo = [c for c in cases if c.id not in finished]
 
-    console = Console(stderr=True)
     lock = threading.Lock()
-    with Progress(
-        TextColumn("replaying"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as progress:
-        task = progress.add_task("replay", total=len(cases), completed=len(done))
+    # A bar on a terminal, a line every 10 % or 10 s elsewhere (a CI log): a long replay is never silent.
+    with Progress("replaying", total=len(cases)) as progress:
+        progress.update(len(done))
 
         def record(result: CaseResult) -> None:
             with lock:
                 if evals is not None:
                     evals.add_case(eval_id, result)
-                progress.advance(task)
+                progress.advance()
 
         results = replay(todo, lambda: replace(template), record, concurrency=args.concurrency)
 

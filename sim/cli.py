@@ -10,7 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-URL_FILE = Path(".mitigate/sim.url")
+URL_NAME = "sim.url"  # in MITIGATE_STATE_DIR: where `sim run` says its control URL is
+
+
+def _url_file() -> Path:
+    from api.settings import get_settings
+
+    return get_settings().state_dir / URL_NAME
 
 
 def _fail(message: str) -> int:
@@ -23,7 +29,8 @@ def _url(args: argparse.Namespace) -> str | None:
         return str(args.url)
     if os.environ.get("MITIGATE_SIM_URL"):
         return os.environ["MITIGATE_SIM_URL"]
-    return URL_FILE.read_text().strip() if URL_FILE.exists() else None
+    url_file = _url_file()
+    return url_file.read_text().strip() if url_file.exists() else None
 
 
 def cmd_sim_list(args: argparse.Namespace) -> int:
@@ -44,8 +51,9 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
         return _fail(f"{args.kubeconfig} does not exist (scripts/kube up writes DIR/admin.kubeconfig)")
     fleet = Fleet(config.new_client_from_config(config_file=str(args.kubeconfig)))
     port = fleet.start(port=args.port)
-    URL_FILE.parent.mkdir(parents=True, exist_ok=True)
-    URL_FILE.write_text(f"http://127.0.0.1:{port}\n")
+    url_file = _url_file()
+    url_file.parent.mkdir(parents=True, exist_ok=True)
+    url_file.write_text(f"http://127.0.0.1:{port}\n")
     print(f"fleet up: metrics at http://127.0.0.1:{port}/metrics; inject with `mitigate sim inject NAME`", flush=True)
     try:
         while True:
@@ -54,7 +62,7 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
         return 0
     finally:
         fleet.stop()
-        URL_FILE.unlink(missing_ok=True)
+        url_file.unlink(missing_ok=True)
 
 
 def _call(args: argparse.Namespace, method: str, body: dict[str, Any] | None = None) -> int:
@@ -103,5 +111,7 @@ def add_sim_commands(sub: Any) -> None:
         if name == "inject":
             p.add_argument("name", help="a fault (see `mitigate sim list`)")
             p.add_argument("--target", help="model, MODEL/REGION, node or pod (default: the scenario's own)")
-        p.add_argument("--url", help=f"the fleet's control URL (default $MITIGATE_SIM_URL or {URL_FILE})")
+        p.add_argument(
+            "--url", help=f"the fleet's control URL (default $MITIGATE_SIM_URL or {URL_NAME} in the state directory)"
+        )
         p.set_defaults(func=func)

@@ -13,20 +13,25 @@ from agent.rulebook import Rulebook, load_rulebook
 from tools.guard import Policy, load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.kube_fixture"]
+pytest_plugins = ["tests.kube_fixture", "tests.dashboard_fixture"]
 LOOPBACK = {"localhost", "127.0.0.1", "::1", None}
 
 
 @pytest.fixture(autouse=True)
-def _offline(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _offline(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
     """No test can reach an LLM (or anything else) by accident: only loopback resolves, and no
-    LLM endpoint or key from the developer's environment leaks in. Tests marked `live_llm` opt out."""
+    LLM endpoint or key from the developer's environment leaks in. Tests marked `live_llm` opt out.
+    Nor does any test read or write the developer's own state (database, postmortem index): the
+    default state directory is a fresh one per test, for this process and the ones it starts."""
     if request.node.get_closest_marker("live_llm"):
         yield
         return
     for name in list(os.environ):
         if name.startswith(("MITIGATE_", "OPENAI_")):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
     real_getaddrinfo = socket.getaddrinfo
 
     def loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:

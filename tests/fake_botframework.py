@@ -22,6 +22,7 @@ class FakeBotFramework:
     def __init__(self) -> None:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.replies: list[dict[str, Any]] = []
+        self.updates: list[dict[str, Any]] = []  # PUT: a message (a card) replaced in place
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -53,6 +54,11 @@ class FakeBotFramework:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 fake.replies.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                 self._json({"id": f"reply-{len(fake.replies)}"})
+
+            def do_PUT(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                fake.updates.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                self._json({"id": self.path.rsplit("/", 1)[-1]})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

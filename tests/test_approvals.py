@@ -190,9 +190,15 @@ def test_two_different_authorised_people_through_any_door_and_every_refusal_audi
             headers=_basic("carol", TOKENS["carol"]) | {"Sec-Fetch-Site": "cross-site"},
         )
         assert cross_site.status_code == 403 and cluster.executed == []
+        unconfirmed = client.post(  # a deletion approved without ticking the confirmation: not counted
+            f"/dashboard/runs/{run_id}/decide",
+            data={"decision": "approve", "csrf": csrf, "reason": "bad weights"},
+            headers=_basic("carol", TOKENS["carol"]) | {"Sec-Fetch-Site": "same-origin"},
+        )
+        assert "tick the confirmation first" in unconfirmed.text and cluster.executed == []
         done = client.post(
             f"/dashboard/runs/{run_id}/decide",
-            data={"decision": "approve", "csrf": csrf, "reason": "confirmed: bad weights"},
+            data={"decision": "approve", "csrf": csrf, "reason": "confirmed: bad weights", "confirm": "yes"},
             headers=_basic("carol", TOKENS["carol"]) | {"Sec-Fetch-Site": "same-origin"},
         )
         assert done.status_code == 200 and "approval by carol recorded" in done.text

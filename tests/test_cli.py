@@ -73,8 +73,8 @@ def test_triage_reads_stdin_and_stores_the_run(tmp_path):
     ("content", "message"),
     [
         ("{not json", "is not JSON"),
-        ("[1, 2]", "one JSON object"),
-        ('{"title": "no id"}', "id: Field required"),
+        ("[1, 2]", "must hold one incident (a JSON or YAML object)"),
+        ('{"title": "x", "descripton": "slow"}', "unknown key 'descripton' (did you mean 'description'?)"),
         ('{"id": "x", "signals": {"http_408_rate": "high"}}', "must be a number"),
     ],
 )

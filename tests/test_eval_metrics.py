@@ -77,3 +77,29 @@ def test_latency_percentiles_come_with_bootstrap_intervals_that_contain_them():
         low, high = intervals[key]
         assert low <= percentile(latencies, q) <= high and low < high
     assert latency_intervals([3.0]) == {"latency_ms_p50": None, "latency_ms_p95": None}
+
+
+def test_kappa_and_macro_f1_agree_with_scikit_learn_and_intervals_are_scipys_exact_ones():
+    """The bootstraps call κ and F1 thousands of times, so they are computed here; scikit-learn is the
+    reference they must agree with. Proportion intervals come from scipy directly."""
+    import random
+
+    from scipy.stats import binomtest
+    from sklearn.metrics import cohen_kappa_score, f1_score
+
+    from evals.metrics import CATEGORIES, clopper_pearson, cohen_kappa, macro_f1
+
+    rng = random.Random(16)
+    for _ in range(50):
+        n = rng.randrange(5, 80)
+        truth = [rng.choice(CATEGORIES[: rng.randrange(2, 5)]) for _ in range(n)]
+        guess = [t if rng.random() < 0.7 else rng.choice(CATEGORIES) for t in truth]
+        pairs = list(zip(truth, guess, strict=True))
+        present = [c for c in CATEGORIES if c in truth]
+        assert abs(cohen_kappa(pairs) - cohen_kappa_score(truth, guess)) < 1e-12
+        expected = f1_score(truth, guess, labels=present, average="macro", zero_division=0)
+        assert abs(macro_f1(pairs, CATEGORIES) - expected) < 1e-12
+    low, high = clopper_pearson(27, 27)
+    assert round(low, 3) == 0.872 and high == 1.0  # 27 of 27 right is not certainty
+    exact = binomtest(40, 50).proportion_ci(method="exact")
+    assert clopper_pearson(40, 50) == (exact.low, exact.high)

@@ -163,7 +163,7 @@ def test_slash_commands(client, slack):
     command("triage 429 throttling, queue backlog on every replica of llama-70b in namespace llm-serving")
     started = until(lambda: slack.posts("respond"), "the triage answer")[0]["text"]
     run_id = started.split("`")[1]
-    command(f"status {run_id}")
+    command(f"status {run_id[:8]}")  # a prefix of the id is enough
     until(lambda: any(run_id in p["text"] and "Run" in p["text"] for p in slack.posts("respond")), "status")
     command("frobnicate")
     until(lambda: any("Usage" in p["text"] for p in slack.posts("respond")), "usage")
@@ -293,3 +293,52 @@ def test_oversized_chat_bodies_are_refused_before_verification(client, slack):
     body = _mention("x" * 1_100_000)
     response = client.post("/slack/events", content=body, headers={**_signed(body), "Content-Type": "application/json"})
     assert response.status_code == 413 and slack.posts() == []
+
+
+def test_the_approval_message_is_updated_in_place_as_the_run_moves(tmp_path, slack, cluster):
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/u.db",
+        engine="rulebook",
+        api_token=SecretStr("api"),
+        slack_bot_token=SecretStr("xoxb-test"),
+        slack_signing_secret=SecretStr(SECRET),
+        slack_api_url=f"{slack.url}/api/",
+        approvers_file=approvers_file(tmp_path),
+        public_url="https://mitigate.example.com",
+    )
+    with TestClient(create_app(settings, context_factory=fake_world(cluster))) as client:
+        _send(client, _mention("XID 79 on node aks-gpu-7 in namespace llm-serving, its pods keep failing"))
+        summary = until(lambda: [p for p in slack.posts() if p.get("blocks")], "the approval request")[0]
+        text = json.dumps(summary["blocks"])
+        assert "XID 79 on node aks-gpu-7" in text and "Open in the dashboard" in text
+        assert "mitigate.example.com/dashboard/incidents/slack-C42-1700000000.000100" in text
+        buttons = next(b for b in summary["blocks"] if b["type"] == "actions")["elements"]
+        assert buttons[0]["confirm"]["style"] == "danger"  # draining a node is confirmed before it is approved
+        payload = {
+            "type": "block_actions",
+            "user": {"id": "UALICE"},
+            "team": {"id": "T1"},
+            "api_app_id": "A1",
+            "token": "t",
+            "trigger_id": "tr",
+            "response_url": f"{slack.url}/respond",
+            "container": {"type": "message", "message_ts": "1700000000.000200"},
+            "channel": {"id": "C42"},
+            "message": {"ts": "1700000000.000200", "blocks": summary["blocks"]},
+            "actions": [{**buttons[0], "block_id": "b", "type": "button", "action_ts": "1"}],
+        }
+        body = urlencode({"payload": json.dumps(payload)})
+        response = client.post(
+            "/slack/events",
+            content=body,
+            headers={**_signed(body), "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert response.status_code == 200
+        replaced = until(lambda: [r for r in slack.posts("respond") if r.get("replace_original")], "the edit")[0]
+        assert not [b for b in replaced["blocks"] if b["type"] == "actions"]  # no second click possible
+        assert "approved" in json.dumps(replaced["blocks"]) and "<@UALICE>" in json.dumps(replaced["blocks"])
+        update = until(lambda: slack.posts("chat.update"), "the message edited with the outcome")[0]
+        assert update["ts"] == "1700000000.000200" and "mitigated" in json.dumps(update["blocks"])
+        assert "approved by alice" in json.dumps(update["blocks"])
+        reply = until(lambda: [p for p in slack.posts() if "Run mitigated" in p.get("text", "")], "the thread reply")
+        assert reply[0]["thread_ts"] == "1700000000.000100"

@@ -56,8 +56,10 @@ def _activity(
     value: dict | None = None,
     user: str = "aad-bob",
     activity_id: str = "act-1",
+    reply_to: str | None = None,
 ) -> dict[str, Any]:
     return {
+        **({"replyToId": reply_to} if reply_to else {}),
         "type": "message",
         "id": activity_id,
         "channelId": "msteams",
@@ -88,29 +90,48 @@ def test_a_message_gets_a_reply_through_the_connector(client, framework):
     card = until(lambda: [r for r in framework.replies if r["body"].get("attachments")], "the card")[0]
     content = card["body"]["attachments"][0]["content"]
     assert content["type"] == "AdaptiveCard" and "Approval needed" in content["body"][0]["text"]
-    facts = {f["title"]: f["value"] for f in content["body"][1]["facts"]}
-    assert facts["Category"] == "A1/bad_node" and facts["Risk"] == "high" and facts["Dry run"].startswith("dry-run-ok")
+    facts = {f["title"]: f["value"] for b in content["body"] if b["type"] == "FactSet" for f in b["facts"]}
+    assert facts["Category"].startswith("A1/bad_node") and facts["Risk"] == "high"
+    assert "Dry run: dry-run-ok" in card_text(content)
+
+
+def card_text(content: dict) -> str:
+    """Every text a card shows, its text runs joined: what a reader sees, whatever the layout."""
+    lines = []
+    for block in content["body"]:
+        if block["type"] == "TextBlock":
+            lines.append(block["text"])
+        elif block["type"] == "RichTextBlock":
+            lines.append("".join(run["text"] for run in block["inlines"]))
+    return "\n".join(lines)
 
 
 def test_a_card_action_approves(client, framework, cluster):
     _post(client, framework, _activity(framework, "XID 79 on node aks-gpu-7 in namespace llm-serving, still failing"))
     card = until(lambda: [r for r in framework.replies if r["body"].get("attachments")], "the card")[0]
-    submit = card["body"]["attachments"][0]["content"]["actions"][0]["data"]
-    assert _post(client, framework, _activity(framework, value=submit, user="aad-mallory", activity_id="a2")) in (
-        200,
-        202,
-    )
+    # Draining a node is high risk: Approve opens a confirmation that says what it does and asks why.
+    approve = card["body"]["attachments"][0]["content"]["actions"][0]
+    assert approve["type"] == "Action.ShowCard" and "cordon_and_evict" in str(approve["card"]["body"])
+    reason = next(i for i in approve["card"]["body"] if i["type"] == "Input.Text")
+    submit = approve["card"]["actions"][0]["data"] | {reason["id"]: "XID 79: the node must go"}
+    card_id = f"reply-{framework.replies.index(card) + 1}"  # the id the connector gave the card (Teams' replyToId)
+    refused = _activity(framework, value=submit, user="aad-mallory", activity_id="a2", reply_to=card_id)
+    assert _post(client, framework, refused) in (200, 202)
     assert "not in the approvers group" in framework.replies[-1]["body"]["text"] and cluster.executed == []
-    assert _post(client, framework, _activity(framework, value=submit, user="aad-alice", activity_id="a3")) in (
-        200,
-        202,
-    )
+    approved = _activity(framework, value=submit, user="aad-alice", activity_id="a3", reply_to=card_id)
+    assert _post(client, framework, approved) in (200, 202)
     until(lambda: cluster.executed, "the approved action")
+    # The same card is replaced in place: first saying who approved it, then that the run mitigated.
     done = until(
-        lambda: [r for r in framework.replies if r["body"].get("attachments") and "mitigated" in str(r)],
+        lambda: [u for u in framework.updates if "mitigated" in str(u["body"].get("attachments"))],
         "the mitigated card",
     )
-    assert done and len(cluster.executed) == 1
+    assert all(u["path"].endswith(f"/activities/{card_id}") for u in framework.updates)
+    assert any("Approved by alice" in str(u["body"]) for u in framework.updates)
+    assert "actions" not in done[-1]["body"]["attachments"][0]["content"] or not [
+        a for a in done[-1]["body"]["attachments"][0]["content"]["actions"] if a["type"] == "Action.Submit"
+    ]
+    assert len(cluster.executed) == 1
 
 
 @pytest.mark.parametrize(

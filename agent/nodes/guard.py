@@ -45,6 +45,10 @@ def waiting_summary(state: TriageState, decision: dict[str, Any]) -> dict[str, A
         "run_id": state["run_id"],
         "incident_id": state["incident"]["id"],
         **{k: classification.get(k) for k in ("category", "subcategory", "confidence", "engine")},
+        # Enough for a DRI to decide from the chat message alone: how sure, why a human, what history says.
+        **{k: classification.get(k) for k in ("needs_human", "needs_human_reason", "probabilities")},
+        "evidence": (classification.get("evidence") or [])[:6],
+        "precedents": (state.get("precedents") or [])[:3],
         "mitigation": plan["mitigation"],
         "plan": plan,
         "risk": decision.get("risk") or plan.get("risk"),

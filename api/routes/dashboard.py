@@ -114,10 +114,23 @@ async def gaps(
     return _page("gaps.html", page="gaps", **view)
 
 
+STATUSES = ("open", "waiting", "proposed", "mitigated", "escalated", "no_action", "rejected", "correlated")
+
+
 @router.get("/incidents", response_class=HTMLResponse)
-async def incidents(request: Request, service: ServiceDep) -> HTMLResponse:
-    rows = await _load(request, service, service.queries.list_incidents, 200)
-    return _page("incidents.html", page="incidents", incidents=rows)
+async def incidents(
+    request: Request,
+    service: ServiceDep,
+    status_: Annotated[str, Query(alias="status", max_length=40)] = "",
+    q: Annotated[str, Query(max_length=200)] = "",
+) -> HTMLResponse:
+    from api.lookup import list_incidents
+
+    def rows() -> list[dict[str, Any]]:
+        return list_incidents(service.store.sessions, status=status_ or None, search=q or None, limit=200)
+
+    found = await _load(request, service, rows)
+    return _page("incidents.html", page="incidents", incidents=found, statuses=STATUSES, status=status_, q=q)
 
 
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse)
@@ -128,7 +141,12 @@ async def incident(
     timeline = await _load(request, service, service.queries.timeline, incident_id)
     if timeline is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no incident {incident_id}")
-    csrf = {r["id"]: csrf_token(person, r["id"]) for r in timeline["runs"] if person is not None}
+    timeline = data.incident_view(timeline)
+    csrf = {
+        r["id"]: csrf_token(person, r["id"])
+        for r in timeline["runs"]
+        if person is not None and r["status"] == "awaiting_approval"
+    }
     return _page("incident.html", page="incidents", timeline=timeline, person=person, csrf=csrf, message=message)
 
 
@@ -140,6 +158,7 @@ async def decide(
     decision: Annotated[str, Form(pattern="^(approve|reject)$")],
     csrf: Annotated[str, Form(max_length=128)],
     reason: Annotated[str, Form(max_length=2000)] = "",
+    confirm: Annotated[str, Form(max_length=10)] = "",
 ) -> RedirectResponse:
     """Approve or reject from the incident page, signed in as yourself; the shared token reads only."""
     person = require_dashboard(request, service)
@@ -151,11 +170,18 @@ async def decide(
     if problem:
         await run_in_threadpool(audit_refusal, service.store.recorder, run_id, identity, approved, problem, reason)
         raise HTTPException(status.HTTP_403_FORBIDDEN, problem)
+    run = await run_in_threadpool(service.store.recorder.run, run_id)
+    target = f"/dashboard/incidents/{quote(run['incident_id'])}" if run else "/dashboard/incidents"
+    pending = await run_in_threadpool(service.store.recorder.pending_approval, run_id)
+    risky = pending is not None and (
+        pending.get("risk") in ("high", "critical") or pending.get("operation") == "delete_deployment"
+    )
+    if approved and risky and confirm != "yes":  # the form's checkbox, for anything high-risk or destructive
+        message = "not approved: tick the confirmation first (this action is high-risk or destructive)"
+        return RedirectResponse(f"{target}?{urlencode({'message': message})}", status.HTTP_303_SEE_OTHER)
     result = await run_in_threadpool(
         lambda: submit_decision(service, run_id, identity, approved=approved, reason=reason)
     )
-    run = await run_in_threadpool(service.store.recorder.run, run_id)
-    target = f"/dashboard/incidents/{quote(run['incident_id'])}" if run else "/dashboard/incidents"
     return RedirectResponse(f"{target}?{urlencode({'message': result.message})}", status.HTTP_303_SEE_OTHER)
 
 

@@ -15,6 +15,10 @@
   }
 
   const percentAxis = { min: 0, max: 1, ticks: { callback: (v) => Math.round(v * 100) + "%" } };
+  // Readable numbers on every axis: never "3.500000E-5".
+  const plain = (v) => (Math.abs(v) >= 1000 ? Math.round(v).toLocaleString("en") : String(Number(v.toPrecision(3))));
+  const hours = (v) => (v === 0 ? "0" : v < 1 / 60 ? Math.round(v * 3600) + " s" : v < 1 ? Math.round(v * 60) + " min" : plain(v) + " h");
+  const points = (v) => (v > 0 ? "+" : "") + Math.round(v * 100) + " pt";
 
   const views = {
     runs() {
@@ -24,7 +28,11 @@
       }));
       datasets.push({
         label: "M5 precision target", data: (data.labels || []).map(() => data.m5_target),
-        borderColor: "#dc2626", borderDash: [6, 4], pointRadius: 0, fill: false,
+        borderColor: "#dc2626", backgroundColor: "#dc2626", borderDash: [6, 4], pointRadius: 0, fill: false,
+      });
+      datasets.push({
+        label: "M5 precision, exact 95% lower bound", data: data.m5_low || [], spanGaps: true,
+        borderColor: COLORS[3], backgroundColor: COLORS[3], borderDash: [2, 3], pointStyle: "triangle",
       });
       draw("runs-chart", { type: "line", data: { labels: data.labels, datasets }, options: { scales: { y: percentAxis } } });
     },
@@ -51,14 +59,14 @@
             { type: "line", label: "delta (B - A)", data: data.delta, showLine: false, pointRadius: 5, borderColor: COLORS[3], backgroundColor: COLORS[3] },
           ],
         },
-        options: { indexAxis: "y", scales: { x: { suggestedMin: -0.2, suggestedMax: 0.2 } } },
+        options: { indexAxis: "y", scales: { x: { suggestedMin: -0.2, suggestedMax: 0.2, ticks: { callback: points } } } },
       });
     },
     gaps() {
       const c = data.categories || { labels: [], share: [] };
       draw("categories-chart", {
         type: "bar",
-        data: { labels: c.labels, datasets: [{ label: "share of incidents", data: c.share, backgroundColor: COLORS.slice(0, 4) }] },
+        data: { labels: c.labels, datasets: [{ label: "share of incidents", data: c.share, backgroundColor: COLORS[0], borderColor: COLORS[0] }] },
         options: { scales: { y: percentAxis } },
       });
       const a = data.actions || { labels: [], auto: [], human: [] };
@@ -67,11 +75,11 @@
         data: {
           labels: a.labels,
           datasets: [
-            { label: "auto-detected", data: a.auto, backgroundColor: COLORS[0] },
-            { label: "reported by a human", data: a.human, backgroundColor: COLORS[2] },
+            { label: "auto-detected", data: a.auto, backgroundColor: COLORS[0], borderColor: COLORS[0] },
+            { label: "reported by a human", data: a.human, backgroundColor: COLORS[2], borderColor: COLORS[2] },
           ],
         },
-        options: { scales: { x: { stacked: true }, y: { stacked: true } } },
+        options: { scales: { x: { stacked: true }, y: { stacked: true, ticks: { precision: 0, callback: plain } } } },
       });
       const l = data.lifecycle || { labels: [] };
       draw("lifecycle-chart", {
@@ -84,7 +92,7 @@
             { label: "TTD P75 (h)", data: l.ttd_p75, borderColor: COLORS[6], backgroundColor: COLORS[6] },
           ],
         },
-        options: { scales: { y: { beginAtZero: true } } },
+        options: { scales: { y: { beginAtZero: true, ticks: { callback: hours } } } },
       });
     },
   };
