@@ -4,7 +4,6 @@ test on paired correctness, the cases that flipped, and a gate for CI."""
 from __future__ import annotations
 
 import json
-import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,14 +61,15 @@ def load_run(source: str, sessions: Any = None) -> tuple[list[Case], dict[str, A
 
 
 def mcnemar(a_right: list[bool], b_right: list[bool]) -> tuple[int, int, float]:
-    """Exact two-sided McNemar test: (only A right, only B right, p-value)."""
+    """Exact two-sided McNemar test: (only A right, only B right, p-value) — the exact binomial test of
+    the discordant pairs against one half (scipy)."""
+    from scipy.stats import binomtest
+
     only_a = sum(a and not b for a, b in zip(a_right, b_right, strict=True))
     only_b = sum(b and not a for a, b in zip(a_right, b_right, strict=True))
-    n = only_a + only_b
-    if n == 0:
+    if only_a + only_b == 0:
         return 0, 0, 1.0
-    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2**n
-    return only_a, only_b, min(1.0, 2 * tail)
+    return only_a, only_b, float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
 def bootstrap_delta(

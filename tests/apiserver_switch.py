@@ -58,9 +58,13 @@ class ApiServer:
         (self.dir / "pids").write_text("\n".join(pids) + "\n")
 
         def answers() -> bool:
+            # Answering a read as admin is not enough: until /readyz passes (RBAC and informers
+            # synced), a least-privilege identity can still be refused, and a test would see a flake.
             try:
                 client.CoreV1Api(self.admin).read_namespace("default", _request_timeout=2)
-                return True
+                host = self.admin.configuration.host
+                ready = self.admin.rest_client.request("GET", f"{host}/readyz", _request_timeout=2)
+                return bool(ready.status == 200)
             except Exception:
                 time.sleep(0.2)
                 return False
