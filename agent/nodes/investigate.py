@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from agent.change_signals import change_signals, impact_start
+from agent.context import TriageContext
+from agent.findings import gap
+from agent.nodes._common import incident_of, record
+from agent.state import TriageState
+
+NOT_CONFIGURED = [
+    gap("kubernetes", "no cluster configured: no recent changes or workload state"),
+    gap("prometheus", "no Prometheus configured: no trend"),
+]
+
+
+def investigate(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any]:
+    """Look before classifying: what changed just before the impact, how the workload is, whether the
+    key series are still moving, whether this happened before. Read-only; what cannot be read is a
+    stated gap, never a failed run."""
+    investigator = runtime.context.investigator
+    if investigator is None:
+        investigation: dict[str, Any] = {"findings": [], "gaps": list(NOT_CONFIGURED), "elapsed_ms": 0.0}
+    else:
+        try:
+            investigation = investigator.investigate(incident_of(state), state.get("entities", {}))
+        except Exception as exc:  # the port promises not to raise; a broken one still must not stop triage
+            investigation = {
+                "findings": [],
+                "gaps": [gap("investigation", f"{type(exc).__name__}: {exc}")],
+                "elapsed_ms": 0.0,
+            }
+    findings, gaps = investigation["findings"], investigation["gaps"]
+    incident = incident_of(state)
+    # What the cluster showed, as readings the rulebook's rules are written in; the incident's own win.
+    readings = change_signals(findings, impact_start(incident, runtime.context.clock()))
+    added = {k: v for k, v in readings.items() if k not in incident.signals}
+    update: dict[str, Any] = {"investigation": {**investigation, "signals": added}}
+    if added:
+        update["incident"] = incident.model_copy(update={"signals": {**incident.signals, **added}}).model_dump(
+            mode="json"
+        )
+    summary = f"{len(findings)} findings, {len(gaps)} gaps" + (f": {findings[0]['summary'][:140]}" if findings else "")
+    record(runtime, state, "investigate", summary, update["investigation"])
+    return update
