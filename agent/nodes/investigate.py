@@ -22,7 +22,7 @@ def investigate(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str
     stated gap, never a failed run."""
     investigator = runtime.context.investigator
     if investigator is None:
-        investigation: dict[str, Any] = {"findings": [], "gaps": list(NOT_CONFIGURED), "elapsed_ms": 0.0}
+        investigation: dict[str, Any] = {"findings": [], "gaps": list(NOT_CONFIGURED), "elapsed_ms": 0.0, "sources": []}
     else:
         try:
             investigation = investigator.investigate(incident_of(state), state.get("entities", {}))
@@ -43,5 +43,8 @@ def investigate(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str
             mode="json"
         )
     summary = f"{len(findings)} findings, {len(gaps)} gaps" + (f": {findings[0]['summary'][:140]}" if findings else "")
-    record(runtime, state, "investigate", summary, update["investigation"])
+    if investigation.get("sources", True):
+        # A step in the run's timeline when something was looked at; with no source configured the
+        # report states the gaps and the run is spared a write (triage latency stays as it was).
+        record(runtime, state, "investigate", summary, update["investigation"])
     return update

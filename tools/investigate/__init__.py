@@ -45,6 +45,7 @@ class Investigator:
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mitigate-investigate")
 
     def sources(self, incident: Incident, entities: dict[str, str]) -> tuple[dict[str, Source], list[Gap]]:
+        from store.incident_queries import recurrence_key
         from tools.investigate.changes import recent_changes
         from tools.investigate.history import incident_history
         from tools.investigate.trends import metric_trends
@@ -69,7 +70,7 @@ class Investigator:
         else:
             url, queries = self.prometheus_url, self.trend_queries(incident)
             chosen["trends"] = lambda: metric_trends(url, queries, now=now, bounds=bounds)
-        if self.sessions is not None:
+        if self.sessions is not None and recurrence_key(incident.model_dump(mode="json")) is not None:
             sessions = self.sessions
             chosen["history"] = lambda: incident_history(sessions, incident, now=now, bounds=bounds)
         return chosen, gaps
@@ -77,6 +78,8 @@ class Investigator:
     def investigate(self, incident: Incident, entities: dict[str, str]) -> dict[str, Any]:
         started = time.perf_counter()
         chosen, gaps = self.sources(incident, entities)
+        if not chosen:  # nothing configured to look at: the gaps say so, without a thread hop
+            return {"findings": [], "gaps": gaps, "elapsed_ms": 0.0, "sources": []}
         findings: list[Finding] = []
         futures = {name: self._pool.submit(run) for name, run in chosen.items()}
         wait(list(futures.values()), timeout=self.budget_s, return_when=ALL_COMPLETED)
@@ -92,7 +95,8 @@ class Investigator:
             findings += found
             gaps += missing
         findings.sort(key=lambda f: (f["kind"] != "recent_change", f["at"] is None, f["at"] or ""))
-        return {"findings": findings, "gaps": gaps, "elapsed_ms": round((time.perf_counter() - started) * 1000, 1)}
+        elapsed = round((time.perf_counter() - started) * 1000, 1)
+        return {"findings": findings, "gaps": gaps, "elapsed_ms": elapsed, "sources": sorted(chosen)}
 
 
 __all__ = ["Bounds", "Investigator", "KubeSource"]
