@@ -12,6 +12,7 @@ The incident's own readings win, as with live telemetry: investigation adds, nev
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from agent.findings import Finding
@@ -25,7 +26,11 @@ def _when(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def change_signals(findings: list[Finding], impact: datetime) -> dict[str, float]:
+def change_signals(findings: list[Finding], impact: datetime, target: str | None = None) -> dict[str, float]:
+    """`target`: the alert's Deployment as "namespace/name"; its own changes, when it has any, are the
+    evidence, ahead of its neighbours'."""
+    own = [f for f in findings if target and f["data"].get("deployment") == target]
+    findings = own or findings
     ages: list[tuple[float, Finding]] = []
     for item in findings:
         data, at = item["data"], _when(item["at"])
@@ -49,23 +54,33 @@ def change_signals(findings: list[Finding], impact: datetime) -> dict[str, float
 def with_earliest_change(
     rulebook: Rulebook, incident: Incident, scores: Scores, answer: Classification
 ) -> Classification:
-    """The learned model reads what incidents *say*; it never saw a live cluster. When investigation
-    found a configuration change just before the impact and the rulebook, applying its earliest-cause
-    rule to that reading, names the change as the cause, the answer is the rulebook's over an answer from
-    a later layer of the causal chain (the engine's symptoms: an OOM after a raised --max-num-seqs is a
-    configuration failure, not an engine one) or no answer at all. An infrastructure or configuration
-    answer (layers 1 and 2) stands: it is as early or earlier."""
-    if CHANGE_SUBCATEGORY not in scores or answer.category in ("A1", "A2"):
+    """The domain's earliest-cause rule applied to what investigation found. The learned model reads
+    what incidents *say* and never saw a live cluster; the rulebook's answer to a crash alert is the
+    crash. When investigation found a configuration change of the target just before the impact (its
+    rule has at least the rulebook's minimum score), that change is the cause of an engine-layer answer
+    (A3: an OOM after a raised --max-num-seqs is a configuration failure, not an engine one) or of no
+    answer. Infrastructure and configuration answers stand (as early or earlier in the chain), and so do
+    operational ones (A4, outside the chain: a rollout problem is already named)."""
+    if CHANGE_SUBCATEGORY not in scores or not (answer.category == "A3" or answer.subcategory == UNKNOWN):
         return answer
-    ruled = rulebook.classify(incident, scores)
-    if ruled.subcategory != CHANGE_SUBCATEGORY:
+    score, evidence = scores[CHANGE_SUBCATEGORY]
+    if score < rulebook.min_score:
         return answer
+    sub = rulebook.subcategories[CHANGE_SUBCATEGORY]
+    confidence = round(1.0 - math.exp(-score / 4.0), 3)  # the rulebook's strength of evidence
     before = "no category" if answer.subcategory == UNKNOWN else f"{answer.category}/{answer.subcategory}"
-    rationale = (
-        f"{ruled.rationale}; earliest cause: the change comes before the symptoms the first answer ({before}) read"
-    )
-    return ruled.model_copy(
-        update={"rationale": rationale, "evidence": [*ruled.evidence, *answer.evidence], "engine": answer.engine}
+    thin = confidence < rulebook.threshold
+    return Classification(
+        category="A2",
+        subcategory=CHANGE_SUBCATEGORY,
+        confidence=confidence,
+        evidence=[*evidence, *answer.evidence],
+        engine=answer.engine,
+        rationale=f"{sub.description} Earliest cause: the change comes before what the first answer ({before}) read.",
+        needs_human=thin,
+        needs_human_reason=f"change evidence {score:.1f}, confidence {confidence:.2f} under {rulebook.threshold:.2f}"
+        if thin
+        else "",
     )
 
 

@@ -197,7 +197,7 @@ def test_a_change_just_before_an_engine_symptom_is_the_earliest_cause(rulebook):
     changed = oom.model_copy(update={"signals": {**oom.signals, "config_change_age_min": 12.0}})
     answer = with_earliest_change(rulebook, changed, score_subcategories(rulebook, changed), engine)
     assert (answer.category, answer.subcategory) == ("A2", "config_change")
-    assert "earliest cause" in answer.rationale and any(
+    assert "Earliest cause" in answer.rationale and any(
         e.detail.startswith("config_change_age_min=12") for e in answer.evidence
     )
     infra = Classification(category="A1", subcategory="bad_node", confidence=0.9, engine="model")

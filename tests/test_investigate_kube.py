@@ -277,3 +277,94 @@ def test_a_50_mb_log_is_read_only_up_to_the_cap(control_plane, logged_pod):
     assert gaps == [] and findings[0]["data"]["truncated"] is True
     assert findings[0]["data"]["bytes"] == 4096 and len(findings[0]["data"]["lines"]) <= 40
     assert time.monotonic() - started < 5  # not the time to move 50 MB through a proxy and parse it
+
+
+def test_a_bad_new_deployment_beside_a_good_one_is_a2_and_deleted_only_after_two_approvals(control_plane):
+    """The bad-rollout scenario through the whole graph on the real API server: a second Deployment of
+    a model with `--max-num-seqs` raised, its pods OOM-killed, an alert that says only that. Investigation
+    finds the new Deployment and how its template differs from the one still serving; the earliest cause
+    is the configuration (A2), the plan deletes the new Deployment (M6), and the guard holds it until two
+    different people approved; the good Deployment stays."""
+    from dataclasses import replace
+
+    from kubernetes import client
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command
+
+    from agent.context import MemoryRecorder, TriageContext
+    from agent.graph import builder
+    from agent.rulebook import load_rulebook
+    from tests.approvers import REGISTRY, answer
+    from tests.fakes import FakeSla
+    from tools.investigate import Investigator
+
+    admin = control_plane.admin()
+    apps, core = client.AppsV1Api(admin), client.CoreV1Api(admin)
+    tag = uuid.uuid4().hex[:6]
+    model, node = f"roll-{tag}", f"gpu-roll-{tag}"
+    topology = Topology(models=(ModelSpec(model, ("eastus",), 2, 1.0),), nodes=((node, "eastus"),), namespace=NS)
+    apply(admin, topology)
+    stable = topology.deployment(model, "eastus")
+    seqs = {"name": "engine", "args": ["--model", model, "--max-num-seqs", "256"]}
+    apps.patch_namespaced_deployment(stable, NS, {"spec": {"template": {"spec": {"containers": [seqs]}}}})
+    body = apps.read_namespaced_deployment(stable, NS)
+    bad = f"{stable}-v2"
+    template = admin.sanitize_for_serialization(body.spec.template)
+    template["metadata"]["labels"]["app"] = bad
+    template["spec"]["containers"][0]["args"] = ["--model", model, "--max-num-seqs", "1024"]
+    labels = {**(body.metadata.labels or {}), "app": bad}
+    spec = {"replicas": 1, "selector": {"matchLabels": {"app": bad}}, "template": template}
+    apps.create_namespaced_deployment(NS, {"metadata": {"name": bad, "labels": labels}, "spec": spec})
+    kubelet = Kubelet(admin, topology)
+
+    def settled() -> bool:
+        pods = [p for p in core.list_namespaced_pod(NS, label_selector=f"app in ({stable},{bad})").items]
+        kubelet.sync({p.metadata.name: 3 for p in pods if p.metadata.labels["app"] == bad})
+        stable_ready = apps.read_namespaced_deployment(stable, NS).status.ready_replicas or 0
+        return stable_ready >= 1 and any(p.metadata.labels["app"] == bad and p.status.phase == "Running" for p in pods)
+
+    until(settled, "both deployments running", 60)
+
+    policy = load_policy()
+    cluster = connect(str(control_plane.mitigate_kubeconfig), str(control_plane.approved_kubeconfig), policy=policy)
+    investigator = Investigator(KubeSource(cluster.apps.api_client, policy.allowed_namespaces))
+    context = TriageContext(
+        rulebook=load_rulebook(),
+        policy=policy,
+        recorder=MemoryRecorder(),
+        cluster=cluster,
+        sla=FakeSla("verified"),
+        approvers=REGISTRY,
+    )
+    context = replace(context, investigator=investigator)
+    labels = {"alertname": "PodRestarting", "namespace": NS, "deployment": bad, "model": model}
+    incident = {
+        "id": f"INC-{tag}",
+        "title": f"Pod of {model} restarted (OOM-killed?)",
+        "alert": {"status": "firing", "labels": labels},
+        "signals": {"pod_restarts": 3, "oom_kills": 3},
+        "started_at": datetime.now(UTC).isoformat(),
+    }
+    graph = builder.compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": f"roll-{tag}"}}
+    state = graph.invoke({"run_id": f"roll-{tag}", "incident": incident}, config, context=context)
+
+    created = [f for f in state["investigation"]["findings"] if f["data"].get("change") == "created"]
+    assert created and created[0]["data"]["previous_deployment"] == f"{NS}/{stable}"
+    assert {"container": "engine", "field": "args --max-num-seqs", "from": "256", "to": "1024"} in created[0]["data"][
+        "changes"
+    ]
+    assert (state["classification"]["category"], state["classification"]["subcategory"]) == ("A2", "config_change")
+    assert (state["plan"]["mitigation"], state["plan"]["operation"]) == ("M6", "delete_deployment")
+    assert state["plan"]["target"]["name"] == bad
+    assert "__interrupt__" in state  # the guard asks for approvals before any write
+    state = graph.invoke(
+        Command(resume=answer("alice", reason="v2 OOMs since --max-num-seqs 1024")), config, context=context
+    )
+    assert "__interrupt__" in state and apps.read_namespaced_deployment(bad, NS)  # one approval is not enough
+    state = graph.invoke(Command(resume=answer("carol", reason="confirmed")), config, context=context)
+    assert state["report"]["status"] == "mitigated", state["report"]
+    with pytest.raises(client.ApiException) as gone:
+        apps.read_namespaced_deployment(bad, NS)
+    assert gone.value.status == 404
+    assert apps.read_namespaced_deployment(stable, NS).status.ready_replicas >= 1

@@ -37,7 +37,8 @@ def _judged(
     if ctx.judgement is None or ctx.embedder is None:
         why = ctx.judgement_problem or "no judgement model configured"
         precedented = combine(ctx.rulebook, answer, state.get("precedents", []))
-        return rulebook_alone(precedented, why), None, None, f"rulebook alone: {why}"
+        earliest = with_earliest_change(ctx.rulebook, incident, scores, precedented)
+        return rulebook_alone(earliest, why), None, None, f"rulebook alone: {why}"
     try:
         embedding = ctx.embedder.embed_one(embedding_text(incident))
         result = ctx.judgement.judge(ctx.rulebook, incident, assessment, embedding, scores)

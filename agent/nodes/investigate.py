@@ -35,7 +35,13 @@ def investigate(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str
     findings, gaps = investigation["findings"], investigation["gaps"]
     incident = incident_of(state)
     # What the cluster showed, as readings the rulebook's rules are written in; the incident's own win.
-    readings = change_signals(findings, impact_start(incident, runtime.context.clock()))
+    entities = state.get("entities", {})
+    target = (
+        f"{entities['namespace']}/{entities['deployment']}"
+        if entities.get("namespace") and entities.get("deployment")
+        else None
+    )
+    readings = change_signals(findings, impact_start(incident, runtime.context.clock()), target)
     added = {k: v for k, v in readings.items() if k not in incident.signals}
     update: dict[str, Any] = {"investigation": {**investigation, "signals": added}}
     if added:

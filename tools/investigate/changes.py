@@ -162,7 +162,8 @@ class ChangeReader:
 
     def versus_neighbour(self, created: Any, neighbours: list[Any]) -> None:
         """A new Deployment next to an older one serving the same thing: how their templates differ."""
-        older = [d for d in neighbours if d.metadata.creation_timestamp < created.metadata.creation_timestamp]
+        # Creation times have a one-second resolution: a neighbour made in the same second counts as older.
+        older = [d for d in neighbours if d.metadata.creation_timestamp <= created.metadata.creation_timestamp]
         if not older:
             return
         stable = min(older, key=lambda d: d.metadata.creation_timestamp)
