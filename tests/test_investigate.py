@@ -185,6 +185,8 @@ def test_findings_become_readings_only_for_configuration_changes_before_the_impa
     assert change_signals([_change(12, impact, change="rollout", changes=[])], impact) == {}  # a restart
     assert change_signals([_change(-5, impact, change="rollout", changes=arg)], impact) == {}  # after the impact
     assert change_signals([_change(12, impact, change="cordon")], impact) == {}
+    alone = _change(30, impact, change="created", changes=[])  # a new service: nothing older to compare with
+    assert change_signals([alone], impact) == {}
     beside = _change(30, impact, change="created", changes=arg, previous_deployment="ns/m", previous_ready=2)
     assert change_signals([beside], impact) == {"config_change_age_min": 30.0, "new_deployment_beside_good": 1.0}
 
@@ -200,6 +202,9 @@ def test_a_change_just_before_an_engine_symptom_is_the_earliest_cause(rulebook):
     assert "Earliest cause" in answer.rationale and any(
         e.detail.startswith("config_change_age_min=12") for e in answer.evidence
     )
+    surge = changed.model_copy(update={"signals": {"http_429_rate": 0.2, "config_change_age_min": 12.0}})
+    exhausted = Classification(category="A3", subcategory="resource_exhaustion", confidence=0.9, engine="model")
+    assert with_earliest_change(rulebook, surge, score_subcategories(rulebook, surge), exhausted) is exhausted
     infra = Classification(category="A1", subcategory="bad_node", confidence=0.9, engine="model")
     assert with_earliest_change(rulebook, changed, score_subcategories(rulebook, changed), infra) is infra
 
