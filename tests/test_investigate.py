@@ -253,3 +253,40 @@ def test_a_change_found_by_investigation_reaches_the_classification_and_the_time
 def test_an_investigator_without_any_source_configured_gives_gaps_only():
     result = Investigator().investigate(_incident(), {"namespace": "ns", "deployment": "m-eastus"})
     assert result["findings"] == [] and {g["source"] for g in result["gaps"]} == {"kubernetes", "prometheus"}
+
+
+def test_slack_and_teams_messages_show_findings_with_their_sources_and_the_gaps():
+    from api.chat_summary import summarize
+    from api.runs import RunOutcome
+    from api.slack_blocks import blocks
+    from api.teams_card import card
+
+    change = finding(
+        "recent_change",
+        "Deployment ns/m-v2 created (12 min before impact), revision 1; differs from m: args --max-num-seqs 256 → 1024",
+        {"type": "kubernetes", "object": "apps/v1 ReplicaSet ns/m-v2-7f4", "resourceVersion": "356"},
+        None,
+    )
+    trend = finding(
+        "metric_trend", "sla ongoing: baseline 1, worst 0.7, now 0.72", {"type": "prometheus", "query": "q"}
+    )
+    investigation = {"findings": [change, trend], "gaps": [{"source": "kubernetes", "reason": "log: forbidden (403)"}]}
+    report = {
+        "status": "proposed",
+        "category": "A2",
+        "subcategory": "config_change",
+        "confidence": 0.68,
+        "plan": {
+            "mitigation": "M6",
+            "operation": "delete_deployment",
+            "target": {"kind": "deployment", "name": "m-v2"},
+        },
+        "investigation": investigation,
+    }
+    summary = summarize(RunOutcome("r1", "proposed", report), _incident())
+    slack = json.dumps(blocks(summary), ensure_ascii=False)
+    assert "--max-num-seqs 256 → 1024 (apps/v1 ReplicaSet ns/m-v2-7f4@356)" in slack
+    assert "sla ongoing" in slack and "Prometheus range query" in slack
+    assert "not looked at: kubernetes: log: forbidden (403)" in slack
+    teams = json.dumps(card(summary), ensure_ascii=False)
+    assert "Found" in teams and "apps/v1 ReplicaSet ns/m-v2-7f4@356" in teams and "Not looked at" in teams
