@@ -290,3 +290,16 @@ def test_slack_and_teams_messages_show_findings_with_their_sources_and_the_gaps(
     assert "not looked at: kubernetes: log: forbidden (403)" in slack
     teams = json.dumps(card(summary), ensure_ascii=False)
     assert "Found" in teams and "apps/v1 ReplicaSet ns/m-v2-7f4@356" in teams and "Not looked at" in teams
+
+
+def test_a_source_slower_than_the_budget_is_left_out_and_said_so():
+    class Slow(Investigator):
+        def sources(self, incident: Incident, entities: dict[str, str]) -> Any:
+            fast = finding("history", "seen before", {"type": "incident_store", "incident_ids": ["I-0"]})
+            return {"slow": lambda: (time.sleep(2.0), ([], []))[1], "fast": lambda: ([fast], [])}, []
+
+    started = time.monotonic()
+    result = Slow(budget_s=0.3).investigate(_incident(), {})
+    assert time.monotonic() - started < 1.5
+    assert [f["summary"] for f in result["findings"]] == ["seen before"]
+    assert result["gaps"] == [{"source": "slow", "reason": "slow took longer than the 0.3 s budget: left out"}]

@@ -42,7 +42,6 @@ class Investigator:
         self.bounds = bounds or Bounds()
         self.budget_s = budget_s
         self.clock = clock
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mitigate-investigate")
 
     def sources(self, incident: Incident, entities: dict[str, str]) -> tuple[dict[str, Source], list[Gap]]:
         from store.incident_queries import recurrence_key
@@ -81,8 +80,12 @@ class Investigator:
         if not chosen:  # nothing configured to look at: the gaps say so, without a thread hop
             return {"findings": [], "gaps": gaps, "elapsed_ms": 0.0, "sources": []}
         findings: list[Finding] = []
-        futures = {name: self._pool.submit(run) for name, run in chosen.items()}
+        # One pool per investigation (the service builds a context per run): its threads end with their
+        # reads, and a source still running past the budget is left to its own deadline, not waited for.
+        pool = ThreadPoolExecutor(max_workers=len(chosen), thread_name_prefix="mitigate-investigate")
+        futures = {name: pool.submit(run) for name, run in chosen.items()}
         wait(list(futures.values()), timeout=self.budget_s, return_when=ALL_COMPLETED)
+        pool.shutdown(wait=False)
         for name, future in futures.items():
             if not future.done():
                 gaps.append(gap(name, f"{name} took longer than the {self.budget_s:g} s budget: left out"))

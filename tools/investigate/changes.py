@@ -113,7 +113,7 @@ class ChangeReader:
         self.findings: list[Finding] = []
         self.gaps: list[Gap] = []
 
-    def _read(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+    def read(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return kube_read(what, call, *args, timeout_s=self.bounds.timeout_s, **kwargs)
         except Unanswered as unanswered:
@@ -123,7 +123,7 @@ class ChangeReader:
     def revisions(self, deployment: Any, since: datetime, impact: datetime) -> None:
         meta, ns = deployment.metadata, deployment.metadata.namespace
         selector = ",".join(f"{k}={v}" for k, v in (deployment.spec.selector.match_labels or {}).items())
-        found = self._read(
+        found = self.read(
             f"ReplicaSets of {ns}/{meta.name}",
             self.kube.apps.list_namespaced_replica_set,
             ns,
@@ -204,7 +204,7 @@ class ChangeReader:
                         refs.add((kind, value_from[key]["name"]))
         for kind, name in sorted(refs)[: self.bounds.max_items]:
             label = "ConfigMap" if kind == "configmaps" else "Secret"
-            meta = self._read(f"{label} {ns}/{name}", self.kube.metadata_only, kind, name, ns)
+            meta = self.read(f"{label} {ns}/{name}", self.kube.metadata_only, kind, name, ns)
             if meta is None:
                 continue
             times = [m.get("time") for m in meta.get("managedFields") or [] if m.get("time")]
@@ -228,7 +228,7 @@ class ChangeReader:
 
     def autoscalers(self, deployment: Any, since: datetime, impact: datetime) -> None:
         ns, name = deployment.metadata.namespace, deployment.metadata.name
-        found = self._read(
+        found = self.read(
             f"HorizontalPodAutoscalers in {ns}",
             self.kube.autoscaling.list_namespaced_horizontal_pod_autoscaler,
             ns,
@@ -254,7 +254,7 @@ class ChangeReader:
     def nodes(self, names: list[str], since: datetime, impact: datetime) -> None:
         versions: dict[str, str] = {}
         for name in names[: self.bounds.max_items]:
-            node = self._read(f"Node {name}", self.kube.core.read_node, name)
+            node = self.read(f"Node {name}", self.kube.core.read_node, name)
             if node is None:
                 continue
             source = object_source("v1", "Node", node.metadata)
@@ -337,7 +337,7 @@ def recent_changes(
             return [], [
                 gap("kubernetes", f"namespace {namespace} is outside the guard policy's allowed namespaces: not read")
             ]
-        deployment = reader._read(
+        deployment = reader.read(
             f"Deployment {namespace}/{name}", kube.apps.read_namespaced_deployment, name, namespace
         )
         if deployment is not None:
@@ -345,7 +345,7 @@ def recent_changes(
             key = next((k for k in NEIGHBOUR_LABELS if labels.get(k)), None)
             neighbours = [deployment]
             if key is not None:
-                listed = reader._read(
+                listed = reader.read(
                     f"Deployments in {namespace}",
                     kube.apps.list_namespaced_deployment,
                     namespace,
@@ -363,7 +363,7 @@ def recent_changes(
             reader.references(deployment, since, impact)
             reader.autoscalers(deployment, since, impact)
             selector = ",".join(f"{k}={v}" for k, v in (deployment.spec.selector.match_labels or {}).items())
-            pods = reader._read(
+            pods = reader.read(
                 f"Pods of {namespace}/{name}",
                 kube.core.list_namespaced_pod,
                 namespace,
