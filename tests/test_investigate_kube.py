@@ -135,6 +135,54 @@ def test_workload_state_names_oom_kills_and_states_the_log_it_could_not_read(con
     assert any(g["reason"].startswith(f"log of {NS}/") for g in gaps), gaps
 
 
+def test_pending_pods_say_why_and_unhealthy_nodes_their_conditions(control_plane):
+    from kubernetes import client
+
+    admin = control_plane.admin()
+    apps, core = client.AppsV1Api(admin), client.CoreV1Api(admin)
+    name, node = f"pend-{uuid.uuid4().hex[:6]}", f"gpu-sick-{uuid.uuid4().hex[:6]}"
+    template = {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "engine", "image": "x"}]}}
+    spec = {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": template}
+    apps.create_namespaced_deployment(NS, {"metadata": {"name": name}, "spec": spec})
+    pod = until(lambda: core.list_namespaced_pod(NS, label_selector=f"app={name}").items, "the pod")[0]
+    message = "0/5 nodes are available: 5 Insufficient nvidia.com/gpu."
+    event = {
+        "metadata": {"name": f"{pod.metadata.name}.1"},
+        "involvedObject": {"kind": "Pod", "name": pod.metadata.name, "namespace": NS, "uid": pod.metadata.uid},
+        "reason": "FailedScheduling",
+        "message": message,
+        "type": "Warning",
+    }
+    core.create_namespaced_event(NS, event)
+    core.create_node({"metadata": {"name": node}})
+    now = datetime.now(UTC).isoformat()
+    conditions = [
+        {
+            "type": "Ready",
+            "status": "False",
+            "reason": "KubeletNotReady",
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": now,
+        },
+        {
+            "type": "MemoryPressure",
+            "status": "True",
+            "reason": "KubeletHasInsufficientMemory",
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": now,
+        },
+    ]
+    core.patch_node_status(node, {"status": {"conditions": conditions}})
+    findings, _gaps = workload_state(
+        _kube(control_plane.mitigate_kubeconfig), {"namespace": NS, "deployment": name, "node": node}
+    )
+    pending = [f for f in findings if f["kind"] == "pending"]
+    assert pending and pending[0]["summary"].endswith(f"Pending: FailedScheduling: {message}"), findings
+    sick = [f for f in findings if f["kind"] == "node_condition"]
+    assert sick and {c["type"] for c in sick[0]["data"]["conditions"]} == {"Ready", "MemoryPressure"}
+    assert sick[0]["source"]["object"] == f"v1 Node {node}"
+
+
 def _nobody(control_plane: ControlPlane) -> KubeSource:
     """A ServiceAccount with no rights at all, through a token the API server issues (TokenRequest)."""
     from kubernetes import client
