@@ -78,6 +78,14 @@ class IncidentHistory(Protocol):
     def recent_occurrences(self, incident: Incident, since: datetime) -> list[str]: ...
 
 
+class Investigator(Protocol):
+    """Read-only investigation before classification (tools/investigate/): recent changes, workload
+    state, metric trends, history. Returns {"findings": [...], "gaps": [...], "elapsed_ms": float}
+    (agent/findings.py) and never raises: a source that cannot answer is a gap."""
+
+    def investigate(self, incident: Incident, entities: dict[str, str]) -> dict[str, Any]: ...
+
+
 class Recorder(Protocol):
     def record_step(self, run_id: str, node: str, summary: str, data: dict[str, Any]) -> None: ...
     def propose_action(self, run_id: str, key: str, plan: dict[str, Any]) -> dict[str, Any]: ...
@@ -188,6 +196,7 @@ class TriageContext:
     judgement_problem: str | None = None
     embedder: Embedder | None = None
     history: IncidentHistory | None = None
+    investigator: Investigator | None = None
     # Who may approve what (tools/approvers.py). Empty: no approval can be accepted (fail closed).
     approvers: Approvers = field(default_factory=Approvers)
     # Propose-only: plan and guard as usual, but never write to a cluster (eval replay, dry runs).

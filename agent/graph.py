@@ -1,5 +1,5 @@
-"""The triage graph: intake -> retrieve -> classify -> plan -> preflight -> guard -> act -> verify -> (escalate)
--> report.
+"""The triage graph: intake -> investigate -> retrieve -> classify -> plan -> preflight -> guard -> act -> verify
+-> (escalate) -> report.
 
 `builder` is exported uncompiled so that tests, the CLI and the server compile it with the
 checkpointer they own.
@@ -17,6 +17,7 @@ from agent.nodes.classify import classify
 from agent.nodes.escalate import escalate
 from agent.nodes.guard import guard
 from agent.nodes.intake import intake
+from agent.nodes.investigate import investigate
 from agent.nodes.plan import plan
 from agent.nodes.preflight import preflight
 from agent.nodes.report import report
@@ -29,6 +30,7 @@ builder: StateGraph[TriageState, TriageContext, TriageInput, TriageState] = Stat
     TriageState, context_schema=TriageContext, input_schema=TriageInput
 )
 builder.add_node("intake", intake)
+builder.add_node("investigate", investigate)
 builder.add_node("retrieve", retrieve)
 builder.add_node("classify", classify)
 builder.add_node("plan", plan)
@@ -39,7 +41,8 @@ builder.add_node("verify", verify)
 builder.add_node("escalate", escalate)
 builder.add_node("report", report)
 builder.add_edge(START, "intake")
-builder.add_edge("intake", "retrieve")
+builder.add_edge("intake", "investigate")
+builder.add_edge("investigate", "retrieve")
 builder.add_edge("retrieve", "classify")
 builder.add_edge("classify", "plan")
 builder.add_edge("plan", "preflight")

@@ -21,6 +21,8 @@ class TriageState(TypedDict, total=False):
     precedents: list[dict[str, Any]]
     retrieval: dict[str, Any]
     cluster_evidence: dict[str, Any]
+    # What the read-only investigation found and could not look at (agent/findings.py).
+    investigation: dict[str, Any]
     classification: dict[str, Any]
     no_action: dict[str, Any]  # the "no action" evidence, vetoes, probability and decision (agent/verdicts.py)
     degraded: str  # why the rulebook answered alone (no model loaded, or the model failed)

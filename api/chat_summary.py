@@ -50,6 +50,8 @@ class ChatSummary:
     waiting: bool
     confirm: str | None  # set: approving needs a confirmation, and this says what it does
     approvals: str = ""
+    findings: list[str] = field(default_factory=list)  # what investigation found (cluster, Prometheus, store)
+    gaps: list[str] = field(default_factory=list)  # what it could not look at
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -114,6 +116,26 @@ def _precedents(items: list[dict[str, Any]]) -> list[str]:
     return [f"{p.get('id')}: {p.get('title')} — fixed by {p.get('mitigation')}" for p in items[:3]]
 
 
+def _source(source: dict[str, Any]) -> str:
+    if source.get("type") == "kubernetes":
+        version = f"@{source['resourceVersion']}" if source.get("resourceVersion") else ""
+        return f"{source.get('object', 'kubernetes')}{version}"
+    if source.get("type") == "prometheus":
+        return "Prometheus range query"
+    if source.get("type") == "incident_store":
+        return "incident store: " + ", ".join(str(i) for i in (source.get("incident_ids") or [])[:3])
+    return str(source.get("type") or "?")
+
+
+def investigation_lines(investigation: dict[str, Any] | None, limit: int = 5) -> tuple[list[str], list[str]]:
+    """Findings as "summary (source)" lines, most telling first (changes come first), and the gaps."""
+    if not investigation:
+        return [], []
+    findings = [f"{f['summary']} ({_source(f.get('source') or {})})" for f in investigation.get("findings") or []]
+    gaps = [f"{g['source']}: {g['reason']}" for g in investigation.get("gaps") or []]
+    return findings[:limit], gaps[:limit]
+
+
 def _outcome(report: dict[str, Any]) -> list[str]:
     lines = []
     for approval in report.get("approvals") or []:
@@ -166,6 +188,7 @@ def summarize(outcome: Any, incident: Any, public_url: str = "") -> ChatSummary:
     risk = str(source.get("risk") or plan.get("risk") or "none")
     needs_human = source.get("needs_human_reason") or ("yes" if source.get("needs_human") else "")
     title = getattr(incident, "title", "") or getattr(incident, "id", "") or outcome.run_id
+    findings, gaps = investigation_lines(source.get("investigation"))
     return ChatSummary(
         run_id=outcome.run_id,
         incident_id=str(getattr(incident, "id", "") or source.get("incident_id") or ""),
@@ -185,6 +208,8 @@ def summarize(outcome: Any, incident: Any, public_url: str = "") -> ChatSummary:
         waiting=waiting,
         confirm=_confirm(plan, risk, guard) if waiting else None,
         approvals=approvals,
+        findings=findings,
+        gaps=gaps,
     )
 
 

@@ -12,7 +12,16 @@ from api.cli_errors import fail, masked_url, run_command
 
 # The closed-loop demo's scenarios (sim/faults.py has them all); kept here so --help stays fast.
 # cpu_hog is the RCA paper's self-stabilisation experiment: localisation picks the pod to restart.
-SCENARIOS = ("timeout", "resource_exhaustion", "latency_spike", "transient", "bad_node", "header_misconfig", "cpu_hog")
+SCENARIOS = (
+    "timeout",
+    "resource_exhaustion",
+    "latency_spike",
+    "transient",
+    "bad_node",
+    "header_misconfig",
+    "cpu_hog",
+    "bad_rollout",
+)
 
 
 def _read_source(source: str) -> tuple[str, str]:

@@ -58,6 +58,16 @@ def print_report(outcome: dict[str, Any]) -> None:
         markup=False,
     )
     _console.print(f"  {plan['rationale']}", markup=False)
+    investigation = report.get("investigation") or {}
+    if investigation.get("findings") or investigation.get("gaps"):
+        from api.chat_summary import investigation_lines
+
+        findings, gaps = investigation_lines(investigation, limit=10)
+        _console.print(f"Investigation ({investigation.get('elapsed_ms', 0):.0f} ms):")
+        for line in findings:
+            _console.print(f"  - {line}", markup=False)
+        for line in gaps:
+            _console.print(f"  - not looked at: {line}", markup=False)
     if report.get("precedents"):
         _console.print("Precedents:")
         for p in report["precedents"]:

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     rca_reference_s: float = Field(
         default=300.0, gt=0, description="fault localisation compares the incident with this much before it"
     )
+    investigate_hours: float = Field(
+        default=6.0, gt=0, le=168, description="investigation reports changes to the target made this many hours back"
+    )
+    investigate_budget_s: float = Field(
+        default=3.0, gt=0, le=60, description="investigation's time budget per run (each call has its own deadline)"
+    )
     rulebook_path: Path | None = Field(default=None, description="the taxonomy rules (default `agent/rulebook.yaml`)")
     model_path: Path | None = Field(
         default=None, description="the judgement model (default `agent/model/judgement.json`, built by setup)"

@@ -81,6 +81,9 @@ def blocks(summary: ChatSummary) -> list[dict[str, Any]]:
     if summary.now:
         out.append(_section("Now", ", ".join(summary.now)))
     out.append(_section("Dry run", summary.dry_run))
+    if summary.findings or summary.gaps:
+        gaps = [f"not looked at: {g}" for g in summary.gaps]
+        out.append(_section("Investigation (source)", _lines([*summary.findings, *gaps])))
     if summary.precedents:
         out.append(_section("Precedents (what fixed them)", _lines(summary.precedents)))
     if summary.outcome:

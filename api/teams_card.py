@@ -81,6 +81,8 @@ def _body(summary: ChatSummary, precedents: list[str], not_done: list[str]) -> l
     if summary.now:
         body.append(_runs("Now", ", ".join(summary.now)))
     body.append(_runs("Dry run", summary.dry_run))
+    body.extend(_runs("Found", item) for item in summary.findings)
+    body.extend(_runs("Not looked at", item) for item in summary.gaps)
     for label, items in (("Precedent", precedents), ("Happened", summary.outcome), ("Not done", not_done)):
         body.extend(_runs(label, item) for item in items)
     body.append({"type": "TextBlock", "text": f"run {summary.run_id}", "isSubtle": True, "size": "Small", "wrap": True})

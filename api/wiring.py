@@ -114,6 +114,23 @@ def make_localizer(settings: Settings) -> Any:
     return PrometheusLocalizer(settings.prometheus_url, reference_s=settings.rca_reference_s)
 
 
+def make_investigator(settings: Settings, cluster: Any, metrics: Any, recorder: Recorder) -> Any:
+    """Read-only investigation over the same clients triage already has: the cluster's API client (its
+    deadlines set), Prometheus, the incident store. Missing ones become stated gaps in every run."""
+    from tools.investigate import Bounds, Investigator, KubeSource
+
+    policy = load_policy(settings.policy_path or DEFAULT_POLICY)
+    kube = KubeSource(cluster.apps.api_client, policy.allowed_namespaces) if cluster is not None else None
+    return Investigator(
+        kube,
+        metrics.url if metrics is not None else None,
+        metrics.trend_queries if metrics is not None else None,
+        recorder.sessions if isinstance(recorder, StoreRecorder) else None,
+        bounds=Bounds(changes_hours=settings.investigate_hours),
+        budget_s=settings.investigate_budget_s,
+    )
+
+
 def make_retriever(settings: Settings) -> Any:
     """Precedents when a postmortem index exists (after `mitigate postmortems ingest`), else none. The
     index opens on first search: a store that cannot open is a note in the run, never a failed run."""
@@ -142,6 +159,7 @@ def make_context(
     chosen = engine or settings.engine
     use_llm = settings.model_copy(update={"engine": chosen}).use_llm()
     metrics = make_metrics(settings)
+    cluster = make_cluster(settings)
     judgement, problem = load_model(settings.model_path, settings.use_model, settings.rulebook_path)
     from tools.verification import Verifier
 
@@ -150,7 +168,7 @@ def make_context(
         policy=load_policy(settings.policy_path or DEFAULT_POLICY),
         recorder=recorder,
         llm=make_llm(settings) if use_llm else None,
-        cluster=make_cluster(settings),
+        cluster=cluster,
         retriever=make_retriever(settings),
         sla=Verifier(metrics) if metrics is not None else None,
         telemetry=metrics,
@@ -161,6 +179,7 @@ def make_context(
         judgement_problem=problem,
         embedder=shared_embedder() if judgement is not None else None,
         history=IncidentQueries(recorder.sessions) if isinstance(recorder, StoreRecorder) else None,
+        investigator=make_investigator(settings, cluster, metrics, recorder),
     )
 
 

@@ -70,7 +70,7 @@ def run_eval(args: argparse.Namespace) -> int:
     settings = get_settings().model_copy(update=overrides)
     template = make_context(settings, MemoryRecorder(), propose_only=True, engine=args.engine)
     # A replay sees only what the incident carried: today's telemetry would be the future's.
-    template = replace(template, telemetry=None, sla=None, localizer=None)
+    template = replace(template, telemetry=None, sla=None, localizer=None, investigator=None)
     if args.no_retrieval:
         template = replace(template, retriever=None)
     config = {

@@ -153,7 +153,9 @@ def cmd_eval_cv(args: argparse.Namespace) -> int:
     template = make_context(settings, MemoryRecorder(), propose_only=True, engine="rulebook")
     from dataclasses import replace
 
-    template = replace(template, telemetry=None, sla=None, localizer=None, retriever=None, cluster=None)
+    template = replace(
+        template, telemetry=None, sla=None, localizer=None, retriever=None, cluster=None, investigator=None
+    )
     report = cross_validate(cases, template, shared_embedder(), _progress, with_cases=args.cases)
     if args.json:
         print(json.dumps(report, default=str))

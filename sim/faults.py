@@ -4,7 +4,8 @@ A fault is data: what it targets and how it changes the traffic model while it l
 faults persist until the cluster is changed the way that fixes them (the keep-alive template for
 `timeout`, more replicas for `resource_exhaustion`, traffic moved for `latency_spike`, pods moved off
 the node for `bad_node`) or, for `transient`, until their time is up; `header_misconfig` is a model
-configuration problem that no cluster action fixes. Pod-level faults (the RCA paper's four) belong to
+configuration problem that no cluster action fixes; `bad_rollout` is a new Deployment that only deleting
+it (or rolling it back) fixes. Pod-level faults (the RCA paper's four) belong to
 one pod instance: a restart or deletion of that pod clears them.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Scope = Literal["model", "region", "node", "pod"]
+Scope = Literal["model", "region", "node", "pod", "deployment"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class FaultSpec:
     xid: int = 0
     duration_s: float | None = None  # heals by itself after this long (transient)
     automatable: bool = True  # a cluster action is expected to fix it
+    # Deployment faults: the fault *is* a rollout. A new Deployment of the model is created beside the
+    # one serving, with these engine arguments instead of the stable ones; the fault touches its pods.
+    rollout_args: tuple[str, ...] = ()
 
 
 FAULTS: dict[str, FaultSpec] = {
@@ -84,6 +88,16 @@ FAULTS: dict[str, FaultSpec] = {
             errors={"500": 0.15},
             error_reason="missing-header:x-model-version",
             automatable=False,
+        ),
+        FaultSpec(
+            "bad_rollout",
+            "deployment",
+            "a new deployment of the model rolled out with --max-num-seqs raised from 256 to 1024: its engine "
+            "runs out of GPU memory, is OOM-killed and fails requests (503) while the old one still serves",
+            errors={"503": 0.6},
+            error_reason="engine-oom",
+            memory_leak_gb_per_s=20.0,
+            rollout_args=("--max-num-seqs", "1024"),
         ),
         FaultSpec("cpu_hog", "pod", "16 busy threads on one engine pod", cpu_cores=16.0, ttft_factor=1.6),
         FaultSpec("memory_leak", "pod", "one engine pod leaks memory until it is OOM-killed", memory_leak_gb_per_s=1.5),

@@ -38,6 +38,7 @@ DEFAULT_TARGETS = {
     "memory_leak": "pod-of:mixtral-8x7b",
     "network_latency": "pod-of:mixtral-8x7b",
     "gpu_throttle": "pod-of:mixtral-8x7b",
+    "bad_rollout": "mixtral-8x7b/eastus",
 }
 
 
@@ -150,6 +151,11 @@ class Fleet:
             if not any(m.name == model and region in m.regions for m in self.topology.models):
                 raise FaultError(f"{name}: target must be MODEL/REGION of the fleet, got {target!r}")
             return target, model
+        if spec.scope == "deployment":
+            model, _, region = target.partition("/")
+            if not any(m.name == model and region in m.regions for m in self.topology.models):
+                raise FaultError(f"{name}: target must be MODEL/REGION of the fleet, got {target!r}")
+            return topo.roll_out(self.api, self.topology, model, region, spec.rollout_args), model
         if spec.scope == "node":
             if target not in dict(self.topology.nodes):
                 raise FaultError(f"{name}: no node {target!r}")

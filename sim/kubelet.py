@@ -35,6 +35,10 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def _oom_killed(at: str) -> dict[str, Any]:
+    return {"terminated": {"reason": "OOMKilled", "exitCode": 137, "startedAt": at, "finishedAt": at}}
+
+
 class Kubelet:
     def __init__(self, api: Any, topology: Topology) -> None:
         from kubernetes import client
@@ -113,6 +117,8 @@ class Kubelet:
                     "imageID": f"sim://{c.image}",
                     "containerID": f"sim://{pod.metadata.uid}",
                     "state": {"running": {"startedAt": now}},
+                    # The traffic model's restarts are OOM kills: say so, as a kubelet does.
+                    **({"lastState": _oom_killed(now)} if restarts else {}),
                 }
                 for c in pod.spec.containers
             ],

@@ -29,6 +29,7 @@ from sim.fleet import Fleet
 from sim.scenario import ScenarioResult, fill_from_timeline
 
 ROOT = Path(__file__).resolve().parent.parent
+DEMO_APPROVERS = ("dri-ana", "dri-ben")
 BASELINE_S = 20.0  # every pod serves this long before a fault: localisation compares against it
 TERMINAL = {
     "mitigated",
@@ -100,6 +101,8 @@ class ClosedLoop:
         self.prometheus_url = ""
         self.alertmanager_url = ""
         self._started: list[str] = []
+        self.approver_tokens: dict[str, str] = {}
+        self._approved: dict[str, set[str]] = {}
 
     # ---- start and stop -----------------------------------------------------------------------
     def __enter__(self) -> ClosedLoop:
@@ -157,10 +160,14 @@ class ClosedLoop:
         self.alertmanager_url = (self.monitoring_dir / "alertmanager.url").read_text().strip()
         self._script("monitoring", "target", str(self.monitoring_dir), "sim-fleet", f"127.0.0.1:{fleet_port}")
         self._script("monitoring", "target", str(self.monitoring_dir), "mitigate", f"127.0.0.1:{service_port}")
+        approvers = self._demo_approvers()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MITIGATE_", "OPENAI_"))}
         env |= LOOP_ENV | {
             "MITIGATE_DATABASE_URL": f"sqlite:///{self.workdir}/mitigate.db",
             "MITIGATE_KUBECONFIG": str(self.kube_dir / "mitigate.kubeconfig"),
+            # M6 runs only under the approved identity, after the demo's two DRIs approved it.
+            "MITIGATE_KUBE_APPROVED_KUBECONFIG": str(self.kube_dir / "approved.kubeconfig"),
+            "MITIGATE_APPROVERS_FILE": str(approvers),
             "MITIGATE_PROMETHEUS_URL": self.prometheus_url,
             "MITIGATE_ALERTMANAGER_TOKEN": am_token,
             "MITIGATE_API_TOKEN": self.api_token,
@@ -179,6 +186,39 @@ class ClosedLoop:
         _until(self._service_ready, "mitigate serve to be ready", 60)
         _until(self._scraped, "Prometheus to scrape the fleet", 60)
         self.say(f"the loop is up in {time.monotonic() - started:.0f}s")
+
+    def _demo_approvers(self) -> Path:
+        """Two people who may approve anything on the simulated fleet: the demo's DRIs. A scenario the
+        guard holds for approval (a deletion needs two different people) is approved by them, each with
+        a reason, through the REST API like any approver; their tokens live only in this process."""
+        from tools.approvers import token_hash
+
+        self.approver_tokens = {person: secrets.token_hex(16) for person in DEMO_APPROVERS}
+        lines = ["roles:", "  dri: [low, medium, high, critical]", "people:"]
+        for person, token in self.approver_tokens.items():
+            lines += [f"  {person}:", "    roles: [dri]", f"    token_sha256: {token_hash(token)}"]
+        path = self.workdir / "approvers.yaml"
+        path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o600)
+        return path
+
+    def _approve(self, run: dict[str, Any], name: str) -> None:
+        """Approve a paused run as each demo DRI in turn (the guard counts different people)."""
+        plan = (run.get("report") or {}).get("plan") or {}
+        for person, token in self.approver_tokens.items():
+            if person in self._approved.get(run["id"], set()):
+                continue
+            response = httpx.post(
+                f"{self.base_url}/runs/{run['id']}/approve",
+                headers={"Authorization": f"Bearer {token}"},
+                json={
+                    "reason": f"demo DRI: the investigation's findings support {plan.get('operation') or 'the plan'}"
+                },
+                timeout=10,
+            )
+            self._approved.setdefault(run["id"], set()).add(person)
+            self.say(f"[{name}] approved by {person}: HTTP {response.status_code}")
+            return  # one approval per poll: the run resumes and asks again for the next
 
     def _service_ready(self) -> bool:
         if self.service is not None and self.service.poll() is not None:
@@ -293,6 +333,8 @@ class ClosedLoop:
         def finished() -> dict[str, Any] | None:
             timeline: dict[str, Any] = self._api(f"/incidents/{incident['id']}")
             runs = timeline["runs"]
+            if runs and runs[-1]["status"] == "awaiting_approval":
+                self._approve(runs[-1], name)
             return timeline if runs and runs[-1]["status"] in TERMINAL else None
 
         timeline = _until(finished, f"the triage of {name} to finish", deadline_s, poll_s=0.5)

@@ -105,6 +105,7 @@ class TrafficModel:
                 or (scope == "region" and fault.target == f"{pod.model}/{pod.region}")
                 or (scope == "node" and fault.target == pod.node)
                 or (scope == "pod" and fault.target == pod.name)
+                or (scope == "deployment" and fault.target == pod.deployment)
             ):
                 out.append(fault)
         return out

@@ -11,6 +11,7 @@ NAMESPACE = "mitigate-demo"
 MODEL_LABEL, REGION_LABEL, ROLE_LABEL = "mitigate.io/model", "mitigate.io/region", "mitigate.io/role"
 SIM_LABEL = "mitigate.io/simulated"
 KEEPALIVE_ANNOTATION = "mitigate.io/connection-liveness"
+STABLE_ARGS = ("--max-num-seqs", "256")  # the engine settings every fleet deployment runs with
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def _deployment(topology: Topology, model: ModelSpec, region: str) -> dict[str, 
                         {
                             "name": "engine",
                             "image": "vllm/vllm-openai:simulated",
-                            "args": ["--model", model.name],
+                            "args": ["--model", model.name, *STABLE_ARGS],
                             "resources": {"limits": {"nvidia.com/gpu": "1"}},
                         }
                     ],
@@ -134,4 +135,45 @@ def apply(api: Any, topology: Topology) -> None:
                 core.replace_namespaced_config_map(f"{model.name}-routing-weights", topology.namespace, weights)
 
 
-reset = apply  # replacing the objects with their specs undoes scale-outs, templates, weights and cordons
+def roll_out(api: Any, topology: Topology, model: str, region: str, args: tuple[str, ...]) -> str:
+    """A new Deployment of `model` beside the serving one, its engine arguments `args` in place of the
+    stable ones (the shape of a bad rollout: a good deployment remains). Returns its name."""
+    from kubernetes import client
+
+    spec = next(m for m in topology.models if m.name == model)
+    body = _deployment(topology, spec, region)
+    name = f"{body['metadata']['name']}-v2"
+    for labels in (
+        body["metadata"]["labels"],
+        body["spec"]["selector"]["matchLabels"],
+        body["spec"]["template"]["metadata"]["labels"],
+    ):
+        labels["app"] = name
+    body["metadata"]["name"] = name
+    body["spec"]["replicas"] = 1
+    flags = dict(zip(args[::2], args[1::2], strict=True))
+    stable = list(body["spec"]["template"]["spec"]["containers"][0]["args"])
+    body["spec"]["template"]["spec"]["containers"][0]["args"] = [
+        flags.get(stable[i - 1], a) if i and stable[i - 1] in flags else a for i, a in enumerate(stable)
+    ]
+    client.AppsV1Api(api).create_namespaced_deployment(topology.namespace, body)
+    return name
+
+
+def reset(api: Any, topology: Topology) -> None:
+    """Replace the objects with their specs (undoes scale-outs, templates, weights and cordons) and
+    delete Deployments of the fleet that the topology does not have (a rollout a scenario made)."""
+    from kubernetes import client
+
+    apply(api, topology)
+    apps = client.AppsV1Api(api)
+    wanted = {topology.deployment(m.name, r) for m in topology.models for r in m.regions}
+    for deployment in apps.list_namespaced_deployment(topology.namespace, label_selector=f"{SIM_LABEL}=true").items:
+        if deployment.metadata.name not in wanted:
+            try:
+                apps.delete_namespaced_deployment(
+                    deployment.metadata.name, topology.namespace, propagation_policy="Foreground"
+                )
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise

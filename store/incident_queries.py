@@ -38,7 +38,7 @@ class IncidentQueries:
     def recent_occurrences(self, incident: Incident, since: datetime, limit: int = 2000) -> list[str]:
         """Earlier incidents (not correlated duplicates) of the same alert on the same target since
         `since`: the recurrence veto of "no action". Without an alert name nothing is matched."""
-        key = _recurrence_key(incident.model_dump(mode="json"))
+        key = recurrence_key(incident.model_dump(mode="json"))
         if key is None:
             return []
         with self._sessions() as session:
@@ -49,7 +49,7 @@ class IncidentQueries:
                 .order_by(IncidentRow.received_at.desc())
                 .limit(limit)
             ).all()
-            return [r.id for r in rows if _recurrence_key(r.payload) == key]
+            return [r.id for r in rows if recurrence_key(r.payload) == key]
 
     def list_incidents(self, limit: int = 50) -> list[dict[str, Any]]:
         with self._sessions() as session:
@@ -115,7 +115,7 @@ class IncidentQueries:
             }
 
 
-def _recurrence_key(payload: dict[str, Any]) -> tuple[str, str] | None:
+def recurrence_key(payload: dict[str, Any]) -> tuple[str, str] | None:
     labels = (payload.get("alert") or {}).get("labels") or {}
     alertname = labels.get("alertname")
     if not alertname:

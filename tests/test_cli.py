@@ -59,6 +59,7 @@ def test_triage_reads_stdin_and_stores_the_run(tmp_path):
     assert stored is not None and stored["status"] == "proposed"
     assert [s["node"] for s in stored["steps"]] == [
         "intake",
+        "investigate",  # the store's history of this alert (no cluster, no Prometheus: their gaps in the data)
         "retrieve",
         "classify",
         "plan",

@@ -141,3 +141,28 @@ def test_cpu_hog_is_localised_to_its_pod_which_is_restarted_and_recovery_verifie
     _verified(result)
     cpu = loop.query('max(rate(container_cpu_usage_seconds_total{model="mixtral-8x7b"}[5s]))')
     assert float(cpu[0]["value"][1]) < 8  # the hog left with its pod
+
+
+def test_bad_rollout_is_found_by_investigation_and_the_new_deployment_deleted_after_two_approvals(loop, kube):
+    from kubernetes.client import ApiException
+
+    result = loop.run_scenario("bad_rollout")
+    _core, apps = kube
+    bad = result.injected_target
+    assert (result.category, result.subcategory) == ("A2", "config_change"), result.report.get("classification")
+    assert (result.mitigation, result.operation) == ("M6", "delete_deployment")
+    assert result.report["plan"]["target"]["name"] == bad
+    findings = result.report["investigation"]["findings"]
+    created = [f for f in findings if f["data"].get("deployment") == f"{NAMESPACE}/{bad}"]
+    assert created and created[0]["data"]["change"] == "created" and created[0]["source"]["resourceVersion"]
+    assert {"container": "engine", "field": "args --max-num-seqs", "from": "256", "to": "1024"} in created[0]["data"][
+        "changes"
+    ]
+    approvers = {a.get("by") for a in result.report.get("approvals") or [] if a.get("approved")}
+    assert len(approvers) == 2  # the guard held the deletion for two different people
+    with pytest.raises(ApiException) as gone:
+        apps.read_namespaced_deployment(bad, NAMESPACE)
+    assert gone.value.status == 404
+    stable = bad.removesuffix("-v2")
+    assert (apps.read_namespaced_deployment(stable, NAMESPACE).status.ready_replicas or 0) >= 1
+    _verified(result)

@@ -72,6 +72,14 @@ def test_incident_text_is_escaped_on_the_page(server):
     assert "<img src=x" not in page.text
 
 
+def test_an_incident_page_states_what_investigation_could_not_look_at(server):
+    # The fixture triaged examples/timeout-408-streaming.json with no cluster and no Prometheus.
+    page = httpx.get(f"{server['base']}/dashboard/incidents/EX-408-streaming", auth=("d", TOKEN))
+    assert page.status_code == 200 and "<h3>Investigation</h3>" in page.text
+    assert "not looked at — kubernetes: no cluster configured" in page.text
+    assert "not looked at — prometheus: no Prometheus configured: no trend" in page.text
+
+
 def test_unknown_runs_and_incidents_are_404(server):
     base = server["base"]
     assert httpx.get(f"{base}/dashboard/runs/nope", auth=("d", TOKEN)).status_code == 404

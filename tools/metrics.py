@@ -124,6 +124,21 @@ class PrometheusMetrics:
             "pod_memory_skew": _skew(f"container_memory_working_set_bytes{{{where}}}"),
         }
 
+    TREND_SERIES = (
+        "sla",
+        "http_5xx_rate",
+        "http_429_rate",
+        "http_408_rate",
+        "ttft_p95_s",
+        "queue_depth",
+        "kv_cache_usage",
+    )
+
+    def trend_queries(self, incident: Incident) -> dict[str, str]:
+        """The incident's key series as PromQL, for investigation's trend over the last hour."""
+        queries = self._queries(_matchers(incident))
+        return {name: queries[name] for name in self.TREND_SERIES}
+
     # ---- the triage's view --------------------------------------------------------------------
     def _incident_lookback(self, incident: Incident) -> str:
         """How far back `_peak` looks: from one rate window before the incident started (the window

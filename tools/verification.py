@@ -38,6 +38,7 @@ SYMPTOMS: dict[str, tuple[tuple[str, float], ...]] = {
     "restart_pod": _RESTART,
     "rollout_restart": _RESTART,
     "cordon_and_evict": (("http_5xx_rate", 0.01), ("pods_on_node", 1.0)),
+    "delete_deployment": (("http_5xx_rate", 0.01),),  # the bad deployment's failures end with it
 }
 # Must hold at the end whatever the baseline said: the evicted pods are back, Running elsewhere.
 END_CONDITIONS: dict[str, tuple[tuple[str, float], ...]] = {

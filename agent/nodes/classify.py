@@ -5,6 +5,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from agent.change_signals import with_earliest_change
 from agent.context import TriageContext
 from agent.features import embedding_text
 from agent.llm import LLMFailure
@@ -36,14 +37,17 @@ def _judged(
     if ctx.judgement is None or ctx.embedder is None:
         why = ctx.judgement_problem or "no judgement model configured"
         precedented = combine(ctx.rulebook, answer, state.get("precedents", []))
-        return rulebook_alone(precedented, why), None, None, f"rulebook alone: {why}"
+        earliest = with_earliest_change(ctx.rulebook, incident, scores, precedented)
+        return rulebook_alone(earliest, why), None, None, f"rulebook alone: {why}"
     try:
         embedding = ctx.embedder.embed_one(embedding_text(incident))
         result = ctx.judgement.judge(ctx.rulebook, incident, assessment, embedding, scores)
     except Exception as exc:  # the model is an aid: a failure of it falls back to the rulebook, said plainly
         why = f"judgement model failed: {type(exc).__name__}: {exc}"
         return rulebook_alone(answer, why), None, None, f"rulebook alone: {why}"
-    judged = from_judgement(ctx.rulebook, scores, answer, result, ctx.judgement)
+    judged = with_earliest_change(
+        ctx.rulebook, incident, scores, from_judgement(ctx.rulebook, scores, answer, result, ctx.judgement)
+    )
     return judged, result.no_action_probability, ctx.judgement.no_action_threshold, None
 
 

@@ -49,6 +49,7 @@ def waiting_summary(state: TriageState, decision: dict[str, Any]) -> dict[str, A
         **{k: classification.get(k) for k in ("needs_human", "needs_human_reason", "probabilities")},
         "evidence": (classification.get("evidence") or [])[:6],
         "precedents": (state.get("precedents") or [])[:3],
+        "investigation": state.get("investigation"),
         "mitigation": plan["mitigation"],
         "plan": plan,
         "risk": decision.get("risk") or plan.get("risk"),

@@ -94,6 +94,7 @@ def build_report(state: TriageState, rulebook_version: str, policy_version: str)
         "evidence": classification.get("evidence", []),
         "precedents": state.get("precedents", []),
         "cluster_evidence": state.get("cluster_evidence"),
+        "investigation": state.get("investigation"),
         "localization": state.get("localization"),
         "guard": state.get("guard", {}),
         "risk": (state.get("guard") or {}).get("risk") or plan.get("risk"),
