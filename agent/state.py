@@ -21,6 +21,8 @@ class TriageState(TypedDict, total=False):
     precedents: list[dict[str, Any]]
     retrieval: dict[str, Any]
     cluster_evidence: dict[str, Any]
+    # The LLM tool loop's record (agent/explore.py): findings, gaps, calls, stop_reason, steps, tokens.
+    exploration: dict[str, Any]
     classification: dict[str, Any]
     no_action: dict[str, Any]  # the "no action" evidence, vetoes, probability and decision (agent/verdicts.py)
     degraded: str  # why the rulebook answered alone (no model loaded, or the model failed)
