@@ -44,6 +44,10 @@ class LLMAnswer(BaseModel):
     answer: str = Field(min_length=1, max_length=4000)
 
 
+class LLMIntent(BaseModel):
+    intent: Literal["new_incident", "question"]
+
+
 class LLMPlanChoice(BaseModel):
     mitigation: Literal["M1", "M2", "M3", "M4", "M5", "M6"]
     rationale: str = ""
@@ -307,6 +311,24 @@ class LLMEngine:
             "followup",
             record=untrusted_block({k: record.get(k) for k in keep})[:20_000],
             question=untrusted_block({"question": question[:2000]}),
+        )
+        reply, usage = self._complete(prompt, "answer", LLMAnswer)
+        assert isinstance(reply, LLMAnswer)
+        return reply.answer, usage
+
+    def intent(self, message: str) -> tuple[str, Usage]:
+        """Whether a chat message reports a problem now or asks about history (agent/intents.py)."""
+        prompt = render("intent", message=untrusted_block({"message": message[:4000]}))
+        routed, usage = self._complete(prompt, "intent", LLMIntent)
+        assert isinstance(routed, LLMIntent)
+        return routed.intent, usage
+
+    def ask(self, question: str, matches: dict[str, Any]) -> tuple[str, Usage]:
+        """A question about history, answered from the incidents and postmortems retrieval found."""
+        prompt = render(
+            "ask",
+            matches=untrusted_block(matches)[:20_000],
+            question=untrusted_block({"question": question[:4000]}),
         )
         reply, usage = self._complete(prompt, "answer", LLMAnswer)
         assert isinstance(reply, LLMAnswer)

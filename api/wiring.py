@@ -233,3 +233,14 @@ def open_checkpointer(database_url: str) -> Iterator[Any]:
             saver = PostgresSaver(conn)
             saver.setup()
             yield saver
+
+
+def make_asker(settings: Settings, store: Store, llm: Any = None) -> Any:
+    """Answers to questions about history (api/ask.py), from the store and the postmortem index."""
+    from api.ask import Asker
+    from store.incident_search import IncidentSearch
+    from tools.read_tools.sources import RetrieverSearch
+
+    retriever = make_retriever(settings)
+    postmortems = RetrieverSearch(retriever) if retriever is not None else None
+    return Asker(IncidentSearch(store.sessions), postmortems, settings.public_url, llm)
