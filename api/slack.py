@@ -20,7 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from slack_bolt import Ack, App, BoltRequest, Respond, Say
 from slack_sdk import WebClient
 
-from agent.intents import clean
+from agent.intents import clean, route
 from agent.schemas import Incident
 from api.approvals_flow import Identity, audit_refusal
 from api.ask import status_answer, which_run
@@ -83,14 +83,14 @@ class SlackBot:
         if text and self._follow_up(event, text, say):
             return
         thread = event.get("thread_ts") or event["ts"]
-        channel, user = event["channel"], event.get("user", "")
+        say(text=escape(self._reply(text, event["channel"], thread, event.get("user", ""))), thread_ts=thread)
 
+    def _reply(self, text: str, channel: str, thread: str, user: str) -> str:
         def triage(description: str) -> str:
             run_id = self._triage(description, channel, thread, user)
             return f"Triaging (run `{run_id}`)…" if run_id else "Already triaging this thread."
 
-        _, answer = reply(text, self.service, triage, lambda run_id, ok: self._decide(run_id, user, ok, channel))
-        say(text=escape(answer), thread_ts=thread)
+        return reply(text, self.service, triage, lambda run_id, ok: self._decide(run_id, user, ok, channel))[1]
 
     def _on_message(self, event: dict[str, Any], say: Say) -> None:
         if event.get("bot_id") or event.get("subtype"):
@@ -108,6 +108,9 @@ class SlackBot:
         run = self.service.store.recorder.latest_run_of(f"slack-{event['channel']}-{thread}")
         if run is None:
             return False
+        if route(text).intent in ("approve", "reject", "status", "help"):  # a command, not a question
+            say(text=escape(self._reply(text, event["channel"], thread, event.get("user", ""))), thread_ts=thread)
+            return True
         context = self.service.make_context()
         if run["report"] is None:
             say(text=f"Run `{run['id']}` is {run['status']}; I will post the summary here.", thread_ts=thread)

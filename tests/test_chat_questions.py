@@ -69,9 +69,17 @@ def slack_client(tmp_path: Path, db_url: str, slack: FakeSlack, cluster: FakeClu
         yield client
 
 
-def _say(client: TestClient, slack: FakeSlack, text: str, user: str = "UALICE", ts: str = "1700000001.000100") -> str:
-    """Mention the bot; the text of its reply in the thread."""
+def _say(
+    client: TestClient,
+    slack: FakeSlack,
+    text: str,
+    user: str = "UALICE",
+    ts: str = "1700000001.000100",
+    thread: str | None = None,
+) -> str:
+    """Mention the bot (in `thread` when given); the text of its reply in the thread."""
     before = len(slack.posts())
+    where = {"thread_ts": thread} if thread else {}
     body = json.dumps(
         {
             "type": "event_callback",
@@ -79,12 +87,13 @@ def _say(client: TestClient, slack: FakeSlack, text: str, user: str = "UALICE", 
             "api_app_id": "A1",
             "event_id": f"Ev-{ts}",
             "event_time": 1,
-            "event": {"type": "app_mention", "user": user, "channel": "C42", "ts": ts, "text": f"<@UBOT> {text}"},
+            "event": {"type": "app_mention", "user": user, "channel": "C42", "ts": ts, "text": f"<@UBOT> {text}"}
+            | where,
         }
     )
     response = client.post("/slack/events", content=body, headers={**_signed(body), "Content-Type": "application/json"})
     assert response.status_code == 200
-    posts = until(lambda: [p for p in slack.posts()[before:] if p.get("thread_ts") == ts], "the reply")
+    posts = until(lambda: [p for p in slack.posts()[before:] if p.get("thread_ts") == (thread or ts)], "the reply")
     return str(posts[0]["text"])
 
 
@@ -116,9 +125,11 @@ def test_slack_bare_approve_asks_which_run_and_a_non_approver_is_refused(slack_c
     run_id = started.split("`")[1]
     service = slack_client.app.state.service  # type: ignore[attr-defined]
     until(lambda: [r for r in list_runs(service.store.sessions, status="waiting") if r["id"] == run_id], "waiting")
+    until(lambda: [p for p in slack.posts() if p.get("blocks")], "the summary")  # posted before we talk on
     which = _say(slack_client, slack, "approve", ts="4.2")
     assert which.startswith("Which run?") and run_id[:12] in which
-    refused = _say(slack_client, slack, f"approve {run_id[:10]}", user="UMALLORY", ts="4.3")
+    # In the incident's own thread an approval is still an approval, not a question about the incident.
+    refused = _say(slack_client, slack, f"approve {run_id[:10]}", user="UMALLORY", ts="4.3", thread="4.1")
     assert "is not in the approvers group; nothing was changed" in refused
     assert service.store.recorder.run(run_id)["status"] == "awaiting_approval" and cluster.executed == []
     approved = _say(slack_client, slack, f"approve {run_id[:10]}", user="UBOB", ts="4.4")
