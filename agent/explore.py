@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 
@@ -30,6 +32,8 @@ from prompts import render
 from tools.read_tools.registry import CallOutcome, ReadSources, Registry, parse_arguments
 
 TOOL_OUTPUT_CHARS = 6000  # what one call may put into the conversation
+# The loop passes `durability` on purpose (see Explorer.run); LangGraph warns that it does nothing there.
+warnings.filterwarnings("ignore", message="`durability` has no effect when no checkpointer", category=UserWarning)
 
 
 @dataclass(frozen=True)
@@ -235,7 +239,10 @@ class Explorer:
             "conclusion": "",
         }
         context = ExploreRun(engine, self.registry, self.sources, self.budget, time.monotonic())
-        final = LOOP.invoke(start, {"recursion_limit": 2 * self.budget.max_steps + 4}, context=context)
+        # durability="exit": a checkpointed parent run's "sync" would otherwise be inherited, and a graph
+        # without a checkpointer then waits on a checkpoint write it never made (LangGraph 1.2).
+        limit: RunnableConfig = {"recursion_limit": 2 * self.budget.max_steps + 4}
+        final = LOOP.invoke(start, limit, context=context, durability="exit")
         exploration = {
             "findings": final["findings"],
             "gaps": final["gaps"],

@@ -24,6 +24,7 @@ from store.recorder import StoreRecorder
 from tests.fake_openai import FakeOpenAI
 from tests.fakes import FakeCluster
 from tests.history import seed
+from tests.waiting import until
 from tools.metrics import PrometheusMetrics
 from tools.read_tools.catalog import READ_TOOLS, Signal
 from tools.read_tools.registry import ReadSources
@@ -253,3 +254,40 @@ def test_without_an_llm_explore_is_a_recorded_no_op(context):
     state = build_graph().invoke({"run_id": "r3", "incident": INCIDENT}, context=context)
     assert state["exploration"]["stop_reason"] == "no LLM configured"
     assert state["exploration"]["calls"] == [] and ("r3", "explore") not in context.recorder.steps
+
+
+def test_the_dashboard_shows_the_investigation_with_every_call(tmp_path, fake, history, cluster):
+    """A run with the loop through the service: its incident page lists the findings with their sources
+    and every call, refused ones with the reason; incident text stays inert."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from tests.fakes import fake_world
+
+    fake.script.extend(
+        [
+            (
+                "tool_calls",
+                [("search_incidents", {"text": "High408 llama-70b"}), ("delete_deployment", {"name": "llama-70b"})],
+            ),
+            ("text", "done"),
+        ]
+    )
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/svc.db", engine="rulebook", api_token=SecretStr("tok"))
+    world = fake_world(cluster)
+
+    def context(store: Any) -> Any:
+        built = world(store)
+        built.llm, built.explorer, built.propose_only = _llm(fake), _explorer(history, cluster), True
+        return built
+
+    with TestClient(create_app(settings, context_factory=context)) as client:
+        auth = {"Authorization": "Bearer tok"}
+        assert client.post("/incidents", json=INCIDENT, headers=auth).status_code in (200, 201, 202)
+        until(lambda: client.get("/incidents/E-1", headers=auth).json()["runs"][0]["report"], "the report")
+        page = client.get("/dashboard/incidents/E-1", auth=("dri", "tok")).text
+    assert "LLM investigation" in page and "stopped: <strong>done</strong>" in page
+    assert "INC-408-1" in page and "(incident_store)" in page
+    refused = "<strong>refused</strong>: &#39;delete_deployment&#39; is not an allowed"
+    assert "search_incidents" in page and refused in page
+    assert "<b>ignore" not in page  # the incident's own markup is escaped
