@@ -41,6 +41,8 @@ def reply(text: str, service: Any, triage: Triage, decide: Decide) -> tuple[Rout
         return routed, simple.answer
     store = service.store
     if routed.intent == "question":
+        if llm is None and service.settings.use_llm():  # the rules routed it; the LLM still writes the answer
+            llm = service.make_context().llm
         return routed, question_answer(service, routed.text, llm).answer
     if routed.intent == "status":
         return routed, status_answer(store, routed.run_ref).answer

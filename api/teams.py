@@ -85,7 +85,8 @@ class TeamsBot(ActivityHandler):
 
         decide = lambda run_id, ok: self._decide(run_id, user, ok, where)  # noqa: E731
         _, answer = await run_in_threadpool(reply, text, self.service, triage, decide)
-        await turn_context.send_activity(answer)
+        # Plain text: an answer quotes incident titles, which must not become markdown links or mentions.
+        await turn_context.send_activity(Activity(type="message", text=answer, text_format="plain"))
 
     def _triage(self, text: str, activity: Activity, reference: ConversationReference) -> str | None:
         incident_id = f"teams-{activity.conversation.id}-{activity.id}"[:200]

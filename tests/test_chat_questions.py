@@ -173,6 +173,8 @@ def test_teams_routes_by_intent(teams_client, framework, cluster):
     before = _incidents(teams_client)
     answer = _tell(teams_client, framework, f"<at>mitigate</at> {KV_QUESTION}", activity_id="q1")
     assert "INC-KV-1" in answer and f"{PUBLIC}/dashboard/incidents/INC-KV-1" in answer
+    sent = next(r["body"] for r in framework.replies if "INC-KV-1" in (r["body"].get("text") or ""))
+    assert sent["textFormat"] == "plain"  # incident titles in it cannot become markdown links
     chinese = _tell(teams_client, framework, "上次 llama-70b 的超时是怎么解决的？", activity_id="q2")
     assert "INC-408-1" in chinese and "earlier incident(s) match" in chinese  # answered, in English
     assert _tell(teams_client, framework, "", activity_id="q3").startswith("Hello!")
