@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from typing import Any
 
 from sqlalchemy import select
@@ -27,6 +28,9 @@ _STOP_WORDS = (
 _STOP = frozenset(_STOP_WORDS.split())
 
 
+_PART = re.compile(r"[^-_.:/]{3,}")
+
+
 def words(text: str) -> list[str]:
     """The words of `text` that can match an incident: lower-cased, no stop words, and the English
     readings of trade words written in another language (agent/glossary.yaml)."""
@@ -36,45 +40,97 @@ def words(text: str) -> list[str]:
         word = raw.strip(".:/-")
         if len(word) >= 3 and word not in _STOP:
             out.append(word)
-            out.extend(p for p in re.split(r"[-_.:/]", word) if len(p) >= 3 and p != word and p not in _STOP)
+            parts = _PART.findall(word)
+            if len(parts) > 1:  # "llama-70b" also matches "llama" and "70b"
+                out.extend(p for p in parts if p not in _STOP)
     return out
 
 
-def _document(row: IncidentRow) -> tuple[set[str], set[str]]:
-    payload = row.payload or {}
+Document = tuple[frozenset[str], frozenset[str]]  # (title words, all words)
+
+
+def _document(title: str, payload: dict[str, Any]) -> Document:
     labels = (payload.get("alert") or {}).get("labels") or {}
-    title = set(words(row.title or ""))
-    body = set(words(f"{str(payload.get('description') or '')[:4000]} {' '.join(map(str, labels.values()))}"))
-    return title, body | title
+    title_words = frozenset(words(title or ""))
+    body = words(f"{str(payload.get('description') or '')[:4000]} {' '.join(map(str, labels.values()))}")
+    return title_words, title_words | frozenset(body)
+
+
+class _DocumentCache:
+    """Words of stored incidents by (id, updated_at): an incident's text is read and split once per
+    change, not once per question (bounded; shared by the searches of one process)."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self._docs: OrderedDict[tuple[str, str], Document] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> Document | None:
+        with self._lock:
+            return self._docs.get(key)
+
+    def put(self, key: tuple[str, str], doc: Document) -> None:
+        with self._lock:
+            self._docs[key] = doc
+            while len(self._docs) > self._size:
+                self._docs.popitem(last=False)
+
+
+_CACHE = _DocumentCache()
 
 
 class IncidentSearch:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
 
+    def _documents(self, session: Session, scan: int) -> list[tuple[str, float, Document]]:
+        """(id, received timestamp, words) of the newest `scan` incidents that are not duplicates."""
+        keys = session.execute(
+            select(IncidentRow.id, IncidentRow.updated_at, IncidentRow.received_at)
+            .where(IncidentRow.status != "correlated")
+            .order_by(IncidentRow.received_at.desc())
+            .limit(scan)
+        ).all()
+        stamp = {row.id: (row.id, str(row.updated_at)) for row in keys}
+        missing = [i for i, key in stamp.items() if _CACHE.get(key) is None]
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            rows = session.execute(
+                select(IncidentRow.id, IncidentRow.title, IncidentRow.payload).where(IncidentRow.id.in_(chunk))
+            ).all()
+            for row in rows:
+                _CACHE.put(stamp[row.id], _document(row.title, row.payload or {}))
+        out = []
+        for row in keys:
+            doc = _CACHE.get(stamp[row.id])
+            if doc is None:  # pushed out of the cache meanwhile: read it again
+                found = session.get(IncidentRow, row.id)
+                doc = _document(found.title, found.payload or {}) if found is not None else (frozenset(), frozenset())
+            out.append((row.id, row.received_at.timestamp(), doc))
+        return out
+
     def search(self, text: str, limit: int = 5, *, scan: int = 2000) -> list[dict[str, Any]]:
         """Up to `limit` incidents best matching `text`, best first; [] when no word of it matches."""
-        wanted = Counter(words(text[:4000]))
+        wanted = set(words(text[:4000]))
         if not wanted:
             return []
         with self._sessions() as session:
-            rows = session.scalars(
-                select(IncidentRow)
-                .where(IncidentRow.status != "correlated")
-                .order_by(IncidentRow.received_at.desc())
-                .limit(scan)
-            ).all()
-            docs = [(row, *_document(row)) for row in rows]
-            frequency = Counter(w for _, _, body in docs for w in set(body) & wanted.keys())
+            docs = self._documents(session, scan)
+            frequency = Counter(w for _, _, (_, body) in docs for w in body & wanted)
             scored = []
-            for row, title, body in docs:
+            for incident_id, received, (title, body) in docs:
                 score = sum(
-                    math.log(1 + len(docs) / frequency[w]) * (2.0 if w in title else 1.0) for w in wanted if w in body
+                    math.log(1 + len(docs) / frequency[w]) * (2.0 if w in title else 1.0) for w in wanted & body
                 )
                 if score > 0:
-                    scored.append((score, row))
-            scored.sort(key=lambda pair: (-pair[0], -pair[1].received_at.timestamp(), pair[1].id))
-            return [self._hit(session, row, score) for score, row in scored[:limit]]
+                    scored.append((score, received, incident_id))
+            scored.sort(key=lambda hit: (-hit[0], -hit[1], hit[2]))
+            hits = []
+            for score, _, incident_id in scored[:limit]:
+                row = session.get(IncidentRow, incident_id)
+                if row is not None:
+                    hits.append(self._hit(session, row, score))
+            return hits
 
     def _hit(self, session: Session, row: IncidentRow, score: float) -> dict[str, Any]:
         run = session.scalars(
