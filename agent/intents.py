@@ -69,9 +69,17 @@ def route(text: str | None, rules: Rules | None = None) -> Routed:
         return Routed("help", message)
     for verb in ("approve", "reject", "status"):
         match = next((m for p in rules.patterns[verb] if (m := p.search(message))), None)
-        if match is not None:
-            ref = rules.run_id.search(message[match.end() :])
-            return Routed(verb, message, ref.group(1) if ref else None)
+        if match is None:
+            continue
+        # A command names its run right after the verb, or is the verb alone ("approve", "status?");
+        # "Decline in throughput on llama-70b" or "Status 500 from the gateway" describe incidents.
+        rest = message[match.end() :].strip(" :,")
+        first = rest.split()[0].strip("`'\".,;:!?") if rest else ""
+        ref = rules.run_id.fullmatch(first)
+        if ref is not None:
+            return Routed(verb, message, ref.group(1))
+        if len(rest.split()) <= 1 and not any(ch.isdigit() for ch in rest):
+            return Routed(verb, message)
     probe = f"{message} {english_readings(message)}"
     if any(p.search(message) or p.search(probe) for p in rules.patterns["question"]):
         return Routed("question", message)

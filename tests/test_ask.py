@@ -58,6 +58,13 @@ KV_QUESTION = "what did we do last time the KV cache filled up on mixtral?"
         ("XID 79 on node aks-gpu-7, pods restarted before the OOM", "new_incident", None),
         # An incident text that contains an approval word later is not an approval.
         ("pods fail after someone approved the rollout 3fa9c2e1", "new_incident", None),
+        # A command names its run right after the verb, or is the verb alone; otherwise it is a report.
+        ("status?", "status", None),
+        ("/approve `3fa9c2e1`", "approve", "3fa9c2e1"),
+        ("Status 500 from the gateway on llama-70b", "new_incident", None),
+        ("Decline in throughput on llama-70b since 03:10", "new_incident", None),
+        ("Approved rollout broke mixtral", "new_incident", None),
+        ("deny list blocks requests to llama-70b", "new_incident", None),
     ],
 )
 def test_intent_rules(text, intent, run_ref):
