@@ -19,6 +19,7 @@ from tools.guard import Policy
 if TYPE_CHECKING:
     import numpy as np
 
+    from agent.explore import Explorer
     from agent.judgement import Judgement
     from agent.llm import LLMEngine
 
@@ -184,6 +185,8 @@ class TriageContext:
     policy: Policy
     recorder: Recorder = field(default_factory=MemoryRecorder)
     llm: LLMEngine | None = None
+    # The LLM's read-only tool loop (agent/explore.py); used only when `llm` is set too.
+    explorer: Explorer | None = None
     retriever: Retriever | None = None
     cluster: Cluster | None = None
     sla: SlaVerifier | None = None

@@ -1,5 +1,5 @@
-"""The triage graph: intake -> investigate -> retrieve -> classify -> plan -> preflight -> guard -> act -> verify
--> (escalate) -> report.
+"""The triage graph: intake -> investigate -> explore -> retrieve -> classify -> plan -> preflight -> guard -> act
+-> verify -> (escalate) -> report.
 
 `builder` is exported uncompiled so that tests, the CLI and the server compile it with the
 checkpointer they own.
@@ -15,6 +15,7 @@ from agent.context import TriageContext
 from agent.nodes.act import act
 from agent.nodes.classify import classify
 from agent.nodes.escalate import escalate
+from agent.nodes.explore import explore
 from agent.nodes.guard import guard
 from agent.nodes.intake import intake
 from agent.nodes.investigate import investigate
@@ -31,6 +32,7 @@ builder: StateGraph[TriageState, TriageContext, TriageInput, TriageState] = Stat
 )
 builder.add_node("intake", intake)
 builder.add_node("investigate", investigate)
+builder.add_node("explore", explore)
 builder.add_node("retrieve", retrieve)
 builder.add_node("classify", classify)
 builder.add_node("plan", plan)
@@ -42,7 +44,8 @@ builder.add_node("escalate", escalate)
 builder.add_node("report", report)
 builder.add_edge(START, "intake")
 builder.add_edge("intake", "investigate")
-builder.add_edge("investigate", "retrieve")
+builder.add_edge("investigate", "explore")
+builder.add_edge("explore", "retrieve")
 builder.add_edge("retrieve", "classify")
 builder.add_edge("classify", "plan")
 builder.add_edge("plan", "preflight")

@@ -44,6 +44,10 @@ class LLMAnswer(BaseModel):
     answer: str = Field(min_length=1, max_length=4000)
 
 
+class LLMIntent(BaseModel):
+    intent: Literal["new_incident", "question"]
+
+
 class LLMPlanChoice(BaseModel):
     mitigation: Literal["M1", "M2", "M3", "M4", "M5", "M6"]
     rationale: str = ""
@@ -134,28 +138,41 @@ class LLMEngine:
             return {"type": "json_schema", "json_schema": {"name": schema_name, "schema": schema.model_json_schema()}}
         return {"type": "json_object", "schema": schema.model_json_schema()}
 
-    def _request(self, prompt: str, schema_name: str, schema: type[BaseModel], usage: Usage) -> Any:
+    def _request(
+        self,
+        messages: list[dict[str, Any]],
+        usage: Usage,
+        schema: tuple[str, type[BaseModel]] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        deadline_s: float | None = None,
+    ) -> Any:
         """One answer within the call's deadline: each HTTP request counts as a call, and retries of
         timeouts, connection errors and retryable statuses stop when attempts or time run out."""
         import openai
 
-        deadline = time.monotonic() + self.limits.deadline_s
+        limit = self.limits.deadline_s if deadline_s is None else min(deadline_s, self.limits.deadline_s)
+        deadline = time.monotonic() + limit
         failures = 0
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise LLMFailure("timeout", f"no answer within the call's {self.limits.deadline_s:g} s deadline", usage)
+                raise LLMFailure("timeout", f"no answer within the call's {limit:g} s deadline", usage)
             usage.calls += 1
+            extra: dict[str, Any] = {}
+            if schema is not None:
+                extra["response_format"] = self._response_format(*schema)
+            if tools:
+                extra["tools"] = tools
             try:
                 return self._client.with_options(timeout=remaining, max_retries=0).chat.completions.create(
                     model=self.model,
                     temperature=0,
                     max_tokens=self.limits.max_tokens,
-                    messages=[{"role": "user", "content": prompt}],
-                    response_format=self._response_format(schema_name, schema),
+                    messages=messages,
+                    **extra,
                 )
             except openai.APIStatusError as exc:
-                if self._json_schema and _refuses_json_schema(exc):
+                if schema is not None and self._json_schema and _refuses_json_schema(exc):
                     self._json_schema = False  # this endpoint never will: ask it for JSON the other way
                     continue
                 failures += 1
@@ -169,9 +186,23 @@ class LLMEngine:
             except openai.APIError as exc:
                 raise LLMFailure("api_error", f"{type(exc).__name__}: {exc}", usage) from exc
 
+    def chat_with_tools(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], deadline_s: float | None = None
+    ) -> tuple[Any, Usage]:
+        """One turn of a tool-calling conversation (agent/explore): the assistant message, which may
+        carry `tool_calls`, and what it cost. Failures raise LLMFailure like every other call."""
+        usage = Usage()
+        response = self._request(messages, usage, tools=tools, deadline_s=deadline_s)
+        if response.usage is not None:
+            usage.prompt_tokens = response.usage.prompt_tokens or 0
+            usage.completion_tokens = response.usage.completion_tokens or 0
+        if not response.choices:
+            raise LLMFailure("invalid_output", "no choices in the answer", usage)
+        return response.choices[0], usage
+
     def _complete(self, prompt: str, schema_name: str, schema: type[BaseModel]) -> tuple[BaseModel, Usage]:
         usage = Usage()
-        response = self._request(prompt, schema_name, schema, usage)
+        response = self._request([{"role": "user", "content": prompt}], usage, (schema_name, schema))
         if response.usage is not None:
             usage.prompt_tokens = response.usage.prompt_tokens or 0
             usage.completion_tokens = response.usage.completion_tokens or 0
@@ -192,9 +223,11 @@ class LLMEngine:
         precedents: list[dict[str, Any]],
         model_answer: Classification | None = None,
         assessment: NoActionAssessment | None = None,
+        findings: list[dict[str, Any]] | None = None,
     ) -> tuple[Classification, Usage]:
         """Everything the LLM is shown about the incident sits in one escaped data block: the incident,
-        the canonical signals, the rulebook's evidence, the calibrated model's reading and precedents."""
+        the canonical signals, the rulebook's evidence, the calibrated model's reading, precedents and
+        what investigation found (read from systems incident text can reach: data, like the rest)."""
         data: dict[str, Any] = {"incident": incident.model_dump(mode="json", exclude_none=True)}
         data["canonical_signals"] = canonicalise(incident.signals).signals
         if model_answer is not None:
@@ -208,6 +241,10 @@ class LLMEngine:
         data["precedents"] = [
             {k: p.get(k) for k in ("id", "title", "category", "subcategory", "mitigation")} for p in precedents
         ]
+        if findings:
+            data["investigation_findings"] = [
+                {"kind": f.get("kind"), "summary": f.get("summary"), "source": f.get("source")} for f in findings[:30]
+            ]
         prompt = render(
             "classify",
             rulebook_version=self._rulebook.version,
@@ -274,6 +311,24 @@ class LLMEngine:
             "followup",
             record=untrusted_block({k: record.get(k) for k in keep})[:20_000],
             question=untrusted_block({"question": question[:2000]}),
+        )
+        reply, usage = self._complete(prompt, "answer", LLMAnswer)
+        assert isinstance(reply, LLMAnswer)
+        return reply.answer, usage
+
+    def intent(self, message: str) -> tuple[str, Usage]:
+        """Whether a chat message reports a problem now or asks about history (agent/intents.py)."""
+        prompt = render("intent", message=untrusted_block({"message": message[:4000]}))
+        routed, usage = self._complete(prompt, "intent", LLMIntent)
+        assert isinstance(routed, LLMIntent)
+        return routed.intent, usage
+
+    def ask(self, question: str, matches: dict[str, Any]) -> tuple[str, Usage]:
+        """A question about history, answered from the incidents and postmortems retrieval found."""
+        prompt = render(
+            "ask",
+            matches=untrusted_block(matches)[:20_000],
+            question=untrusted_block({"question": question[:4000]}),
         )
         reply, usage = self._complete(prompt, "answer", LLMAnswer)
         assert isinstance(reply, LLMAnswer)

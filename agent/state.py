@@ -23,6 +23,8 @@ class TriageState(TypedDict, total=False):
     cluster_evidence: dict[str, Any]
     # What the read-only investigation found and could not look at (agent/findings.py).
     investigation: dict[str, Any]
+    # The LLM tool loop's record (agent/explore.py): findings, gaps, calls, stop_reason, steps, tokens.
+    exploration: dict[str, Any]
     classification: dict[str, Any]
     no_action: dict[str, Any]  # the "no action" evidence, vetoes, probability and decision (agent/verdicts.py)
     degraded: str  # why the rulebook answered alone (no model loaded, or the model failed)

@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_run_commands(sub)
 
+    from api.ask_cli import add_ask_command
+
+    add_ask_command(sub)
+
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     upgrade = db_sub.add_parser("upgrade", help="apply schema migrations (also done on first use)")

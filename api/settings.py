@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     llm_cost_per_1k_tokens: float = Field(
         default=0.0, ge=0, description="price of 1,000 tokens (prompt + completion) for eval costs; 0 = unpriced"
     )
+    explore_max_steps: int = Field(
+        default=6,
+        ge=0,
+        le=50,
+        description="model turns of the LLM's read-only tool loop before classify (docs/tool-loop.md); 0 = off",
+    )
+    explore_max_tokens: int = Field(default=24_000, ge=1000, description="tokens the tool loop may spend per run")
+    explore_max_seconds: float = Field(default=60.0, gt=0, description="seconds the tool loop may take per run")
     chroma_url: str | None = Field(
         default=None, description="a Chroma server (`http://host:port`) instead of the embedded index"
     )

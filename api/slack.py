@@ -1,8 +1,10 @@
 """The Slack bot (slack_bolt), mounted in the FastAPI app at POST /slack/events.
 
-A mention (or a DM) describing a problem starts a triage and answers in its thread; `/mitigate
-triage|status|approve|reject`; the summary comes back as Block Kit with Approve/Reject buttons that
-resume the paused run, the clicking user recorded as approver and checked against an allowed list.
+A mention (or a DM) is routed by intent: describing a problem starts a triage and answers in its
+thread; a question about past incidents is answered from history with citations (no incident is
+created); status, approve, reject and help are answered; `/mitigate triage|ask|status|approve|reject`;
+the summary comes back as Block Kit with Approve/Reject buttons that resume the paused run, the
+clicking user recorded as approver and checked against an allowed list.
 Bolt verifies every request's signature and its replay window (401 otherwise) before any handler runs.
 """
 
@@ -18,8 +20,11 @@ from fastapi.concurrency import run_in_threadpool
 from slack_bolt import Ack, App, BoltRequest, Respond, Say
 from slack_sdk import WebClient
 
+from agent.intents import clean, route
 from agent.schemas import Incident
 from api.approvals_flow import Identity, audit_refusal
+from api.ask import status_answer, which_run
+from api.chat_intents import question_answer, reply
 from api.chat_summary import summarize
 from api.deps import client_of, read_body
 from api.intake import accept_incident, submit_decision
@@ -72,15 +77,20 @@ class SlackBot:
         return accept_incident(self.service, incident, "slack", raw)
 
     def _on_mention(self, event: dict[str, Any], say: Say) -> None:
-        text = " ".join(w for w in event.get("text", "").split() if not w.startswith("<@"))
-        if not text:
-            say(text="Describe the problem and I will triage it.", thread_ts=event["ts"])
-            return
-        if self._follow_up(event, text, say):
+        """Routed by intent (api/chat_intents.py): a new incident starts a triage in this thread; a
+        question is answered from history; status, approve, reject and help are answered here."""
+        text = clean(event.get("text", ""))
+        if text and self._follow_up(event, text, say):
             return
         thread = event.get("thread_ts") or event["ts"]
-        run_id = self._triage(text, event["channel"], thread, event.get("user", ""))
-        say(text=f"Triaging (run `{run_id}`)…" if run_id else "Already triaging this thread.", thread_ts=thread)
+        say(text=escape(self._reply(text, event["channel"], thread, event.get("user", ""))), thread_ts=thread)
+
+    def _reply(self, text: str, channel: str, thread: str, user: str) -> str:
+        def triage(description: str) -> str:
+            run_id = self._triage(description, channel, thread, user)
+            return f"Triaging (run `{run_id}`)…" if run_id else "Already triaging this thread."
+
+        return reply(text, self.service, triage, lambda run_id, ok: self._decide(run_id, user, ok, channel))[1]
 
     def _on_message(self, event: dict[str, Any], say: Say) -> None:
         if event.get("bot_id") or event.get("subtype"):
@@ -98,6 +108,9 @@ class SlackBot:
         run = self.service.store.recorder.latest_run_of(f"slack-{event['channel']}-{thread}")
         if run is None:
             return False
+        if route(text).intent in ("approve", "reject", "status", "help"):  # a command, not a question
+            say(text=escape(self._reply(text, event["channel"], thread, event.get("user", ""))), thread_ts=thread)
+            return True
         context = self.service.make_context()
         if run["report"] is None:
             say(text=f"Run `{run['id']}` is {run['status']}; I will post the summary here.", thread_ts=thread)
@@ -134,8 +147,13 @@ class SlackBot:
         elif verb in ("approve", "reject") and rest:
             run_id = full_run_id(self.service.store.sessions, rest.strip())
             respond(self._decide(run_id, user, verb == "approve", command.get("channel_id", "")))
+        elif verb in ("approve", "reject", "status"):  # a bare verb: never guess the run
+            store = self.service.store
+            respond(which_run(store, verb).answer if verb != "status" else status_answer(store, None).answer)
+        elif verb == "ask" and rest:
+            respond(escape(question_answer(self.service, rest).answer))
         else:
-            respond("Usage: /mitigate triage TEXT | status RUN_ID | approve RUN_ID | reject RUN_ID")
+            respond("Usage: /mitigate triage TEXT | ask QUESTION | status RUN_ID | approve RUN_ID | reject RUN_ID")
 
     def _on_button(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         ack()

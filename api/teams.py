@@ -1,7 +1,8 @@
 """The Microsoft Teams bot (Bot Framework, botbuilder), mounted at POST /teams/messages.
 
-The same conversation as the Slack bot: a message describing a problem starts a triage; `triage TEXT`,
-`status RUN_ID`, `approve RUN_ID`, `reject RUN_ID`; the summary comes back as an Adaptive Card with
+The same conversation as the Slack bot (api/chat_intents.py): a message describing a problem starts a
+triage; a question about past incidents is answered with citations; `triage TEXT`, `status RUN_ID`,
+`approve RUN_ID`, `reject RUN_ID`, `help`; the summary comes back as an Adaptive Card with
 Approve/Reject (Action.Submit) that resumes the paused run. Every inbound request goes through the
 framework's own JWT validation (CloudAdapter); outbound replies go to the activity's service URL.
 """
@@ -22,10 +23,10 @@ from fastapi.concurrency import run_in_threadpool
 
 from agent.schemas import Incident
 from api.approvals_flow import Identity, audit_refusal
+from api.chat_intents import reply
 from api.chat_summary import ChatSummary, decided, summarize
 from api.deps import client_of, read_body
 from api.intake import accept_incident, submit_decision
-from api.lookup import full_run_id
 from api.runs import RunOutcome
 from api.teams_card import card
 
@@ -76,19 +77,16 @@ class TeamsBot(ActivityHandler):
             await turn_context.send_activity(answer)
             return
         text = TurnContext.remove_recipient_mention(activity) or activity.text or ""
-        verb, _, rest = text.strip().partition(" ")
-        if verb.lower() in ("approve", "reject") and rest:
-            run_id = full_run_id(self.service.store.sessions, rest.strip())
-            await turn_context.send_activity(self._decide(run_id, user, verb.lower() == "approve", where))
-        elif verb.lower() == "status" and rest:
-            run_id = full_run_id(self.service.store.sessions, rest.strip())
-            run = self.service.store.recorder.run(run_id)
-            await turn_context.send_activity(f"Run {run_id}: {run['status']}" if run else "No such run.")
-        elif text.strip():
-            description = rest if verb.lower() == "triage" else text
-            reference = TurnContext.get_conversation_reference(activity)
+        reference = TurnContext.get_conversation_reference(activity)
+
+        def triage(description: str) -> str:
             started = self._triage(description.strip(), activity, reference)
-            await turn_context.send_activity(f"Triaging (run {started})…" if started else "Already triaging this.")
+            return f"Triaging (run {started})…" if started else "Already triaging this."
+
+        decide = lambda run_id, ok: self._decide(run_id, user, ok, where)  # noqa: E731
+        _, answer = await run_in_threadpool(reply, text, self.service, triage, decide)
+        # Plain text: an answer quotes incident titles, which must not become markdown links or mentions.
+        await turn_context.send_activity(Activity(type="message", text=answer, text_format="plain"))
 
     def _triage(self, text: str, activity: Activity, reference: ConversationReference) -> str | None:
         incident_id = f"teams-{activity.conversation.id}-{activity.id}"[:200]

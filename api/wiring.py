@@ -38,6 +38,28 @@ def make_llm(settings: Settings) -> Any:
     return LLMEngine(client, settings.llm_model, load_rulebook(settings.rulebook_path or DEFAULT_RULEBOOK), limits)
 
 
+def make_explorer(settings: Settings, cluster: Any, metrics: Any, retriever: Any, recorder: Recorder) -> Any:
+    """The LLM's read-only tool loop over whatever sources are configured (None when switched off)."""
+    if settings.explore_max_steps == 0:
+        return None
+    from agent.explore import ExploreBudget, Explorer
+    from store.incident_search import IncidentSearch
+    from tools.read_tools.catalog import READ_TOOLS
+    from tools.read_tools.registry import ReadSources
+    from tools.read_tools.sources import ReadOnlyCluster, RetrieverSearch
+
+    policy = load_policy(settings.policy_path or DEFAULT_POLICY)
+    sources = ReadSources(
+        namespaces=policy.allowed_namespaces,
+        cluster=ReadOnlyCluster(cluster) if cluster is not None else None,
+        metrics=metrics,
+        postmortems=RetrieverSearch(retriever) if retriever is not None else None,
+        incidents=IncidentSearch(recorder.sessions) if isinstance(recorder, StoreRecorder) else None,
+    )
+    budget = ExploreBudget(settings.explore_max_steps, settings.explore_max_tokens, settings.explore_max_seconds)
+    return Explorer(READ_TOOLS, sources, budget)
+
+
 def make_cluster(settings: Settings) -> Any:
     if settings.kubeconfig is None:
         return None
@@ -159,7 +181,7 @@ def make_context(
     chosen = engine or settings.engine
     use_llm = settings.model_copy(update={"engine": chosen}).use_llm()
     metrics = make_metrics(settings)
-    cluster = make_cluster(settings)
+    cluster, retriever = make_cluster(settings), make_retriever(settings)
     judgement, problem = load_model(settings.model_path, settings.use_model, settings.rulebook_path)
     from tools.verification import Verifier
 
@@ -168,8 +190,9 @@ def make_context(
         policy=load_policy(settings.policy_path or DEFAULT_POLICY),
         recorder=recorder,
         llm=make_llm(settings) if use_llm else None,
+        explorer=make_explorer(settings, cluster, metrics, retriever, recorder) if use_llm else None,
         cluster=cluster,
-        retriever=make_retriever(settings),
+        retriever=retriever,
         sla=Verifier(metrics) if metrics is not None else None,
         telemetry=metrics,
         localizer=make_localizer(settings),
@@ -228,3 +251,14 @@ def open_checkpointer(database_url: str) -> Iterator[Any]:
             saver = PostgresSaver(conn)
             saver.setup()
             yield saver
+
+
+def make_asker(settings: Settings, store: Store, llm: Any = None) -> Any:
+    """Answers to questions about history (api/ask.py), from the store and the postmortem index."""
+    from api.ask import Asker
+    from store.incident_search import IncidentSearch
+    from tools.read_tools.sources import RetrieverSearch
+
+    retriever = make_retriever(settings)
+    postmortems = RetrieverSearch(retriever) if retriever is not None else None
+    return Asker(IncidentSearch(store.sessions), postmortems, settings.public_url, llm)

@@ -6,6 +6,9 @@ Each request to /v1/chat/completions takes the next scripted behaviour:
   ("status", code)  answer with an HTTP error
   ("sleep", secs)   wait before answering (a timeout, for a client with a shorter timeout)
   ("slow_status", (secs, code))  wait, then answer with an HTTP error
+  ("tool_calls", [(name, arguments), ...])  an assistant message asking for these function calls (several
+                    in one turn are parallel calls); arguments a dict (sent as JSON) or a raw string
+  ("text", text)    a plain assistant answer (no tool calls), e.g. the end of a tool loop
   ("runaway", None) a model that never stops: without `max_tokens` it keeps generating (the request
                     hangs for a minute); with it, the server stops there (`finish_reason: length`)
 With an empty script, `responder(request_body)` (when given) picks the behaviour: a scripted model.
@@ -74,7 +77,22 @@ class FakeOpenAI:
                 if kind == "status":
                     self._send(value, {"error": {"message": "scripted failure", "type": "server_error"}})
                     return
-                content = json.dumps(value) if kind == "json" else value
+                message: dict[str, Any] = {"role": "assistant", "content": None}
+                if kind == "tool_calls":
+                    finish = "tool_calls"
+                    message["tool_calls"] = [
+                        {
+                            "id": f"call_{len(fake.requests)}_{i}",
+                            "type": "function",
+                            "function": {
+                                "name": name,
+                                "arguments": args if isinstance(args, str) else json.dumps(args),
+                            },
+                        }
+                        for i, (name, args) in enumerate(value)
+                    ]
+                else:
+                    message["content"] = json.dumps(value) if kind == "json" else value
                 self._send(
                     200,
                     {
@@ -82,9 +100,7 @@ class FakeOpenAI:
                         "object": "chat.completion",
                         "created": 0,
                         "model": body["model"],
-                        "choices": [
-                            {"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content}}
-                        ],
+                        "choices": [{"index": 0, "finish_reason": finish, "message": message}],
                         "usage": {
                             "prompt_tokens": 100,
                             "completion_tokens": completion,

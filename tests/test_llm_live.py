@@ -74,3 +74,47 @@ def test_live_endpoint_runs_a_small_eval_within_the_contract(tmp_path):
     assert out["n"] == 4 and out["config"]["engine"] == "llm"
     assert out["llm_calls"] >= 4  # every case asked the model at least once
     assert out["category_accuracy"] is not None  # valid answers or recorded fallbacks, never a crash
+
+
+def test_live_endpoint_runs_the_tool_loop_within_the_contract(tmp_path):
+    """The tool loop against a real endpoint (docs/tool-loop.md: llama.cpp with
+    `--chat_format chatml-function-calling`): whatever the model asks, the loop ends with a stated
+    reason inside its budget, every call is recorded with a verdict, and nothing is written."""
+    from agent.explore import ExploreBudget, Explorer
+    from agent.schemas import Incident
+    from store.db import make_engine, migrate, session_factory
+    from store.incident_search import IncidentSearch
+    from store.recorder import StoreRecorder
+    from tests.fakes import FakeCluster
+    from tests.history import seed
+    from tools.read_tools.catalog import READ_TOOLS
+    from tools.read_tools.registry import ReadSources
+    from tools.read_tools.sources import ReadOnlyCluster
+
+    engine = make_engine(f"sqlite:///{tmp_path}/live.db")
+    migrate(engine)
+    sessions = session_factory(engine)
+    seed(StoreRecorder(sessions))
+    cluster = FakeCluster()
+    sources = ReadSources(
+        load_policy().allowed_namespaces, cluster=ReadOnlyCluster(cluster), incidents=IncidentSearch(sessions)
+    )
+    budget = ExploreBudget(max_steps=4, max_seconds=300)
+    settings = Settings(
+        llm_base_url=BASE_URL,
+        llm_model=os.environ.get("MITIGATE_LIVE_LLM_MODEL", "default"),
+        llm_api_key=SecretStr(os.environ.get("MITIGATE_LIVE_LLM_API_KEY", "")),
+        llm_timeout_s=120,
+    )
+    incident = Incident.model_validate(json.loads((ROOT / "examples" / "timeout-408-streaming.json").read_text()))
+    exploration, usage = Explorer(READ_TOOLS, sources, budget).run(make_llm(settings), incident, {})
+    assert usage["calls"] >= 1 and 1 <= exploration["steps"] <= 4
+    assert exploration["stop_reason"] in (
+        "done",
+        "truncated",
+        "budget: steps",
+        "budget: tokens",
+        "budget: seconds",
+    ) or (exploration["stop_reason"].startswith("llm failure: "))
+    assert all(c["ok"] or c["error"] for c in exploration["calls"])
+    assert cluster.executed == [] and cluster.dry_runs == []

@@ -182,6 +182,16 @@ class PrometheusMetrics:
                     out[name] = value
         return out
 
+    def instant(self, names: list[str], where: str) -> list[tuple[str, str, float | None]]:
+        """(name, PromQL, value) of these serving signals for label matchers `where` (built only from
+        values that matched SAFE_LABEL_VALUE), at one instant. Raises PrometheusUnavailable."""
+        queries = self._queries(where)
+        at = datetime.now(UTC)
+        return [(name, queries[name], self._value(queries[name], at)) for name in names if name in queries]
+
+    def signal_names(self) -> list[str]:
+        return list(self._queries(""))
+
     # ---- what verification reads ---------------------------------------------------------------
     def matchers(self, incident: Incident, plan: dict[str, Any] | None = None) -> str:
         return _matchers(incident, plan)

@@ -62,7 +62,12 @@ def classify(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, A
     update: dict[str, Any] = {}
     if ctx.llm is not None:
         try:
-            llm_result, usage = ctx.llm.classify(incident, state.get("precedents", []), result, assessment)
+            # Both the deterministic investigation and the LLM's own exploration are evidence (untrusted).
+            findings = [
+                *((state.get("investigation") or {}).get("findings") or []),
+                *((state.get("exploration") or {}).get("findings") or []),
+            ]
+            llm_result, usage = ctx.llm.classify(incident, state.get("precedents", []), result, assessment, findings)
             update["llm_usage"] = [{"stage": "classify", **usage.as_dict()}]
             result, note = with_llm(result, llm_result)
             update["llm_verdict"] = note

@@ -61,6 +61,11 @@ def _honest_notes(state: TriageState) -> list[str]:
     for fallback in state.get("fallbacks", []):
         answered = "the rulebook" if state.get("degraded") else "the calibrated model"
         notes.append(f"LLM {fallback['stage']} fell back to {answered} ({fallback['kind']})")
+    exploration = state.get("exploration") or {}
+    if exploration.get("steps") and exploration.get("stop_reason") != "done":
+        notes.append(f"LLM investigation stopped early ({exploration['stop_reason']})")
+    for gap in (exploration.get("gaps") or [])[:5]:
+        notes.append(f"not read ({gap['source']}): {gap['reason']}")
     escalation = state.get("escalation") or {}
     if escalation.get("fault"):
         notes.append(escalation["reason"])
@@ -95,6 +100,7 @@ def build_report(state: TriageState, rulebook_version: str, policy_version: str)
         "precedents": state.get("precedents", []),
         "cluster_evidence": state.get("cluster_evidence"),
         "investigation": state.get("investigation"),
+        "exploration": state.get("exploration"),
         "localization": state.get("localization"),
         "guard": state.get("guard", {}),
         "risk": (state.get("guard") or {}).get("risk") or plan.get("risk"),

@@ -1,0 +1,93 @@
+"""The tool loop against the real kube-apiserver with mitigate's least-privilege identity: it reads a
+Deployment and a Node, a model asking for writes is refused, and nothing in the cluster changes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from agent.explore import ExploreBudget, Explorer
+from agent.schemas import Incident
+from api.settings import Settings
+from api.wiring import make_llm
+from tests.fake_openai import FakeOpenAI
+from tests.kube_fixture import ControlPlane
+from tools.cluster import connect
+from tools.guard import load_policy
+from tools.read_tools.catalog import READ_TOOLS
+from tools.read_tools.registry import ReadSources
+from tools.read_tools.sources import ReadOnlyCluster
+
+pytestmark = pytest.mark.kube
+NS = "llm-serving"
+
+
+def _deployment(api: Any) -> str:
+    from kubernetes import client
+
+    name = f"llm-{uuid.uuid4().hex[:8]}"
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "engine", "image": "vllm/vllm-openai:v0.6"}]},
+            },
+        },
+    }
+    client.AppsV1Api(api).create_namespaced_deployment(NS, body)
+    return name
+
+
+def test_the_loop_reads_the_cluster_and_writes_nothing(control_plane: ControlPlane):
+    from kubernetes import client
+
+    admin = control_plane.admin()
+    name = _deployment(admin)
+    apps = client.AppsV1Api(admin)
+    # Not resourceVersion: the controller manager writes the status of a new Deployment on its own.
+    before = apps.read_namespaced_deployment(name, NS).metadata
+    policy = load_policy()
+    cluster = connect(str(control_plane.mitigate_kubeconfig), None, policy=policy)
+    sources = ReadSources(policy.allowed_namespaces, cluster=ReadOnlyCluster(cluster))
+    explorer = Explorer(READ_TOOLS, sources, ExploreBudget(max_steps=4))
+    with FakeOpenAI() as fake:
+        fake.script.extend(
+            [
+                (
+                    "tool_calls",
+                    [
+                        ("deployment_state", {"namespace": NS, "name": name}),
+                        ("deployment_state", {"namespace": NS, "name": "no-such-deployment"}),
+                    ],
+                ),
+                (
+                    "tool_calls",
+                    [
+                        ("delete_deployment", {"namespace": NS, "name": name}),
+                        ("deployment_state", {"namespace": "kube-system", "name": "coredns"}),
+                    ],
+                ),
+                ("text", "read it"),
+            ]
+        )
+        settings = Settings(llm_base_url=fake.base_url, llm_model="m", llm_api_key=SecretStr("k"), llm_max_retries=0)
+        incident = Incident(id="K-1", title=f"{name} is slow")
+        exploration, _ = explorer.run(make_llm(settings), incident, {"deployment": name, "namespace": NS})
+
+    assert exploration["stop_reason"] == "done"
+    assert [c["ok"] for c in exploration["calls"]] == [True, True, False, False]
+    state = next(f for f in exploration["findings"] if f["kind"] == "workload_state")
+    assert state["source"] == {"type": "kubernetes", "object": f"deployment {NS}/{name}"}
+    assert state["data"]["deployment"]["replicas"] == 2
+    assert any(g["source"] == "kubernetes" and "no-such-deployment" in g["reason"] for g in exploration["gaps"])
+    after = apps.read_namespaced_deployment(name, NS)
+    assert after.metadata.uid == before.uid and after.metadata.generation == before.generation  # no spec write
+    assert after.spec.replicas == 2 and after.metadata.deletion_timestamp is None
