@@ -330,3 +330,45 @@ def test_mitigate_worker_executes_runs_a_serve_without_worker_accepted(tmp_path,
         if worker is not None and worker.poll() is None:
             worker.kill()
         server.stop()
+
+
+def test_an_approval_resumes_the_run_on_another_replica(tmp_path, pg_url):
+    """The run paused for approval on one replica, which then died; the approval, sent to the other
+    replica, is a job any worker takes: the run resumes there from its checkpoint."""
+    from tests.approvers import TOKENS, approvers_file
+
+    people = {"MITIGATE_APPROVERS_FILE": str(approvers_file(tmp_path))}
+    first = Replica(tmp_path, pg_url, **people)
+    second: Replica | None = None
+    try:
+        payload = alert(9)
+        payload["alerts"][0]["labels"] = {"alertname": "GPUXid", "namespace": "llm-serving", "node": "aks-gpu-7"}
+        payload["alerts"][0]["annotations"] = {"summary": "XID 79 on node aks-gpu-7; its pods fail, still failing"}
+        status, body = first.post_alert(payload)
+        assert status == 202
+        incident_id = body["accepted"][0]
+        until(lambda: _rows(pg_url, "SELECT status FROM runs") == [("awaiting_approval",)], "the run to wait", 120)
+        run_id = _scalar(pg_url, "SELECT id FROM runs WHERE incident_id = :i", i=incident_id)
+        second = Replica(tmp_path, pg_url, **people)
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(timeout=30)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{second.port}/runs/{run_id}/approve",
+            data=json.dumps({"reason": "node is failing"}).encode(),
+            method="POST",
+            headers={"Authorization": f"Bearer {TOKENS['alice']}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 202
+        until(
+            lambda: _unfinished(pg_url) == 0 and _rows(pg_url, "SELECT status FROM runs") != [("awaiting_approval",)],
+            "the approved run to finish",
+            120,
+        )
+        assert [e["pid"] for e in _executions(tmp_path)] == [second.proc.pid]
+        assert _rows(pg_url, "SELECT status FROM actions") == [("executed",)]
+        assert _forked_histories(pg_url) == 0
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
