@@ -28,6 +28,8 @@ from tests.conftest import ROOT
 from tests.db_urls import postgres_schema_url
 from tests.waiting import until
 
+pytestmark = pytest.mark.postgres
+
 TOKEN = "queue-test-token"
 LEASE_S = 3.0
 
