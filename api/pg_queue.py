@@ -183,9 +183,16 @@ class PgRunQueue(IngestGate):
     def _call(self, job: Job, context: Any) -> RunOutcome:
         if job.answer is None:
             return execute_run(job.run_id, recorder=self._recorder, context=context, checkpointer=self._checkpointer)
-        return resume_run(
-            job.run_id, recorder=self._recorder, context=context, checkpointer=self._checkpointer, answer=job.answer
-        )
+        try:
+            return resume_run(
+                job.run_id, recorder=self._recorder, context=context, checkpointer=self._checkpointer, answer=job.answer
+            )
+        except NotWaiting:
+            if self._recorder.run_status(job.run_id) not in UNFINISHED:
+                raise  # a second answer to a run that has moved on: audited as refused
+            # The worker that took this answer died after the run had passed its approval (the run is
+            # `running`): the job was handed back, and the run continues from its checkpoint.
+            return execute_run(job.run_id, recorder=self._recorder, context=context, checkpointer=self._checkpointer)
 
     # ---- working the queue --------------------------------------------------------------------
     async def run(self) -> None:

@@ -1,4 +1,5 @@
-"""The background worker of `mitigate serve`: executes stored runs off the request path.
+"""The background worker of `mitigate serve` on SQLite: executes stored runs off the request path (on
+PostgreSQL, replicas share a job queue instead: api/pg_queue.py).
 
 Work lives in the database, not in this queue: a run is committed as `queued` before its webhook is
 acknowledged, so runs that were queued or running when a process died are found again at start-up
