@@ -374,3 +374,42 @@ def test_an_approval_resumes_the_run_on_another_replica(tmp_path, pg_url):
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_an_approved_run_whose_worker_died_after_acting_finishes_elsewhere_without_acting_again(tmp_path, pg_url):
+    """The approval's job was taken by a replica that executed the action and was killed right after
+    (TEST_CRASH_AT=act). The job is handed back after the lease: the other replica finds the run past its
+    approval and continues it from its checkpoint (verify, report); the action is not executed again."""
+    from tests.approvers import TOKENS, approvers_file
+
+    people = {"MITIGATE_APPROVERS_FILE": str(approvers_file(tmp_path))}
+    crash = {"TEST_CRASH_AT": "act", "TEST_CRASH_MARK": str(tmp_path / "crashed")}
+    first = Replica(tmp_path, pg_url, **people, **crash)
+    second: Replica | None = None
+    try:
+        payload = alert(11)
+        payload["alerts"][0]["labels"] = {"alertname": "GPUXid", "namespace": "llm-serving", "node": "aks-gpu-9"}
+        payload["alerts"][0]["annotations"] = {"summary": "XID 79 on node aks-gpu-9; its pods fail, still failing"}
+        assert first.post_alert(payload)[0] == 202
+        until(lambda: _rows(pg_url, "SELECT status FROM runs") == [("awaiting_approval",)], "the run to wait", 120)
+        run_id = _scalar(pg_url, "SELECT id FROM runs")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{first.port}/runs/{run_id}/approve",
+            data=json.dumps({"reason": "node is failing"}).encode(),
+            method="POST",
+            headers={"Authorization": f"Bearer {TOKENS['alice']}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 202
+        assert first.proc.wait(timeout=120) == -signal.SIGKILL  # killed itself right after acting
+        second = Replica(tmp_path, pg_url, **people)
+        until(lambda: _unfinished(pg_url) == 0, "the run to finish on the other replica", 120)
+        assert _rows(pg_url, "SELECT status FROM runs") == [("mitigated",)]
+        assert [e["pid"] for e in _executions(tmp_path)] == [first.proc.pid]
+        refused = _scalar(pg_url, "SELECT count(*) FROM approval_attempts WHERE outcome = 'refused'")
+        assert refused == 0  # the handed-back answer is not a second, refused, approval
+        assert _forked_histories(pg_url) == 0
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
