@@ -130,6 +130,10 @@ def resume_run(
         if answer is not None:
             raise NotWaiting(f"run {run_id} has finished; it is not waiting for an approval")
         report = snapshot.values.get("report")
+        if report and recorder.run_status(run_id) in ("queued", "running", "retrying"):
+            # The graph ended but the process died before recording it (between the last checkpoint and
+            # finish_run): record it now, or the run would stay `running` for ever.
+            return _finish(recorder, run_id, dict(snapshot.values))
         return RunOutcome(run_id, snapshot.values.get("status", "unknown"), report)
     waiting = any(task.interrupts for task in snapshot.tasks)
     if waiting and answer is None:

@@ -255,7 +255,7 @@ def measure(replica_count: int, kill_one: bool, keep_rate_limit: bool) -> dict[s
             tally = Tally()
             engine = make_engine(url)
             wall = asyncio.run(_storm(replicas, plan, kill_one, tally))
-            drain_s = _wait_for_runs(engine, deadline_s=1800)
+            drain_s = _wait_for_runs(engine, deadline_s=900)
             firing = {alert for alert, kind in plan if kind == "firing"}
             stored = _query(engine, "SELECT count(DISTINCT fingerprint) FROM incidents WHERE fingerprint LIKE 'storm%'")
             unfinished = _query(engine, "SELECT count(*) FROM runs WHERE status IN ('queued', 'running', 'retrying')")
