@@ -18,12 +18,12 @@ from api.service_metrics import ServiceMetrics
 from api.settings import Settings, get_settings
 from api.wiring import Store, make_approvers, make_context, open_checkpointer, open_store, warm_index
 from api.worker import RunWorker
-
-if TYPE_CHECKING:
-    from api.pg_queue import PgRunQueue
 from store.correlation import Correlator
 from store.incident_queries import IncidentQueries
 from tools.guard import DEFAULT_POLICY, load_policy
+
+if TYPE_CHECKING:
+    from api.pg_queue import PgRunQueue
 
 log = logging.getLogger("mitigate")
 

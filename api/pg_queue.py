@@ -92,6 +92,17 @@ def run_lease(database_url: str, run_id: str) -> Iterator[bool]:
     # Closing the session releases the lock, whatever happened in the block.
 
 
+@contextlib.contextmanager
+def exclusive_run(database_url: str, run_id: str) -> Iterator[bool]:
+    """For the CLI, which executes a run in its own process (`approve`, `resume`, `runs retry`): on
+    PostgreSQL it takes the run's lease like a worker, so it never executes a run a worker is executing."""
+    if not database_url.startswith("postgresql"):
+        yield True
+        return
+    with run_lease(database_url, run_id) as held:
+        yield held
+
+
 class PgRunQueue(IngestGate):
     """The PostgreSQL queue: the same interface as the in-process RunWorker, plus `run()` to work it."""
 
