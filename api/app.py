@@ -3,11 +3,12 @@ worker; the graph does the rest."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -21,6 +22,9 @@ from store.correlation import Correlator
 from store.incident_queries import IncidentQueries
 from tools.guard import DEFAULT_POLICY, load_policy
 
+if TYPE_CHECKING:
+    from api.pg_queue import PgRunQueue
+
 log = logging.getLogger("mitigate")
 
 
@@ -29,7 +33,7 @@ class Service:
     settings: Settings
     store: Store
     queries: IncidentQueries
-    worker: RunWorker
+    worker: RunWorker | PgRunQueue
     metrics: ServiceMetrics
     limiter: RateLimiter
     checkpointer: Any
@@ -55,6 +59,62 @@ class IngestFirst:
             await self.app(scope, receive, send)
         finally:
             service.worker.ingest_finished()
+
+
+def make_worker(
+    settings: Settings,
+    store: Store,
+    make: Callable[[], Any],
+    checkpointer: Any,
+    on_outcome: Callable[[RunOutcome, float], None] | None,
+) -> RunWorker | PgRunQueue:
+    """SQLite: the in-process worker, one process owns every run. PostgreSQL: the shared job queue, so
+    that several replicas (and `mitigate worker` processes) split the runs and take over a dead one's."""
+    if store.local:
+        return RunWorker(
+            store.recorder, make, checkpointer, settings.worker_threads, on_outcome, retry=settings.retry_policy()
+        )
+    from api.pg_queue import PgRunQueue
+
+    return PgRunQueue(
+        settings.database_url,
+        store.recorder,
+        make,
+        checkpointer,
+        concurrency=settings.worker_threads,
+        lease_s=settings.queue_lease_s,
+        on_outcome=on_outcome,
+        retry=settings.retry_policy(),
+    )
+
+
+def start_working(worker: RunWorker | PgRunQueue, settings: Settings) -> asyncio.Task[None] | None:
+    if isinstance(worker, RunWorker):
+        worker.start()
+        return None
+    if not settings.serve_worker:
+        log.info("MITIGATE_SERVE_WORKER=false: runs are executed by `mitigate worker` processes")
+        return None
+    task = asyncio.create_task(worker.run(), name="mitigate-queue-worker")
+    task.add_done_callback(_worker_ended)
+    return task
+
+
+def _worker_ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        # Loud: this replica still accepts alerts, but executes none (other replicas and workers do).
+        log.error("the queue worker of this replica stopped", exc_info=task.exception())
+
+
+async def stop_working(worker: RunWorker | PgRunQueue, working: asyncio.Task[None] | None) -> None:
+    """Runs in flight finish; queued ones stay in the database for the next start (or another replica)."""
+    if isinstance(worker, RunWorker):
+        worker.stop()
+        return
+    if working is not None:
+        working.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await working
 
 
 def create_app(
@@ -89,9 +149,7 @@ def create_app(
             problem = getattr(make(), "judgement_problem", None)
             if problem:  # named once at start-up, and on /readyz and in every report after
                 log.warning("judgement model not used, triaging with the rulebook alone: %s", problem)
-            worker = RunWorker(
-                store.recorder, make, checkpointer, settings.worker_threads, on_outcome, retry=settings.retry_policy()
-            )
+            worker = make_worker(settings, store, make, checkpointer, on_outcome)
             app.state.service = Service(
                 settings,
                 store,
@@ -109,12 +167,12 @@ def create_app(
                 if bot is not None:
                     bot.bind(app.state.service)
                     hooks.append(bot.on_outcome)
-            worker.start()
+            working = start_working(worker, settings)
             warm_index(settings)
             try:
                 yield
             finally:
-                worker.stop()
+                await stop_working(worker, working)
 
     from fastapi.staticfiles import StaticFiles
 

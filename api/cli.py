@@ -152,7 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the service: webhooks, REST, approvals, chat bots, /metrics, /dashboard")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="PostgreSQL: serve HTTP only and leave runs to `mitigate worker` processes (MITIGATE_SERVE_WORKER=false)",
+    )
     serve.set_defaults(func=cmd_serve)
+    from api.worker_cli import add_worker_command
+
+    add_worker_command(sub)
 
     demo = sub.add_parser(
         "demo",
@@ -245,6 +253,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from api.wiring import make_cluster, open_store
 
     settings = get_settings()  # a wrong setting, an unreachable database: a message now, not a traceback later
+    if args.no_worker:
+        settings = settings.model_copy(update={"serve_worker": False})
     make_cluster(settings)
     open_store(settings)
     # uvicorn handles SIGTERM/SIGINT gracefully: the lifespan stops the worker after runs in flight finish.

@@ -6,7 +6,6 @@ this point.
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -20,16 +19,23 @@ from store.correlation import cause_keys
 def accept_incident(
     service: Any, incident: Incident, source: str, raw: dict[str, Any], fingerprint: str | None = None
 ) -> str | None:
-    """Commit the incident and a queued run, then queue it; None for a repeated delivery."""
+    """Commit the incident and a queued run (with its job, on PostgreSQL), then tell the worker; None for
+    a repeated delivery."""
     engine = "llm" if service.settings.use_llm() else "rulebook"
     run_id = create_run(
-        incident, source=source, payload=raw, recorder=service.store.recorder, engine=engine, fingerprint=fingerprint
+        incident,
+        source=source,
+        payload=raw,
+        recorder=service.store.recorder,
+        engine=engine,
+        fingerprint=fingerprint,
+        enqueue=service.worker.enqueuer(),
     )
     if run_id is None:
         service.metrics.duplicates.labels(source).inc()
         return None
     service.metrics.incidents.labels(source).inc()
-    service.worker.submit(Job(run_id))
+    service.worker.accepted(run_id)
     return run_id
 
 
@@ -89,13 +95,14 @@ def accept_alert(
         engine=engine,
         fingerprint=fingerprint,
         correlation_key=correlation_key,
+        enqueue=service.worker.enqueuer(settings.alert_settle_s),
     )
     if run_id is None:
         service.metrics.duplicates.labels("alertmanager").inc()
         return "duplicate", incident.id
     service.correlator.remember(incident.id, cause_keys(incident)[0])
     service.metrics.incidents.labels("alertmanager").inc()
-    service.worker.submit(Job(run_id, not_before=time.monotonic() + settings.alert_settle_s))
+    service.worker.accepted(run_id, settings.alert_settle_s)
     return "accepted", incident.id
 
 

@@ -6,6 +6,7 @@ Every way in (CLI now, REST/webhooks/chat later) goes through here, so none has 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +54,10 @@ def create_run(
     engine: str,
     fingerprint: str | None = None,
     correlation_key: str | None = None,
+    enqueue: Callable[[Any, str], None] | None = None,
 ) -> str | None:
-    """Store the incident and a queued run, committed before anyone is told "accepted".
+    """Store the incident and a queued run, committed before anyone is told "accepted"; `enqueue`
+    adds the run's job to that same transaction (the PostgreSQL queue).
 
     Returns the run id, or None when the incident was already stored (a duplicate delivery).
     """
@@ -67,6 +70,7 @@ def create_run(
         engine=engine,
         fingerprint=fingerprint,
         correlation_key=correlation_key,
+        enqueue=None if enqueue is None else lambda connection: enqueue(connection, run_id),
     )
     return run_id if stored else None
 
@@ -126,6 +130,10 @@ def resume_run(
         if answer is not None:
             raise NotWaiting(f"run {run_id} has finished; it is not waiting for an approval")
         report = snapshot.values.get("report")
+        if report and recorder.run_status(run_id) in ("queued", "running", "retrying"):
+            # The graph ended but the process died before recording it (between the last checkpoint and
+            # finish_run): record it now, or the run would stay `running` for ever.
+            return _finish(recorder, run_id, dict(snapshot.values))
         return RunOutcome(run_id, snapshot.values.get("status", "unknown"), report)
     waiting = any(task.interrupts for task in snapshot.tasks)
     if waiting and answer is None:

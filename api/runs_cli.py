@@ -18,6 +18,8 @@ from typing import Any
 
 from api.cli_errors import fail as _fail
 
+BUSY = "run {run_id} is being executed by a worker right now; try again when it is not (mitigate runs show {run_id})"
+
 
 def _resolve_run(store: Any, given: str) -> str:
     """The full run id from an id or a unique prefix (`LookupFailed` otherwise)."""
@@ -98,10 +100,14 @@ def cmd_decide(args: argparse.Namespace) -> int:
     )
     if not answers:
         return _fail(result.message)
-    with open_checkpointer(settings.database_url) as checkpointer:
+    from api.pg_queue import exclusive_run
+
+    with exclusive_run(settings.database_url, args.run_id) as held, open_checkpointer(settings.database_url) as cp:
+        if not held:
+            return _fail(BUSY.format(run_id=args.run_id))
         try:
             outcome = resume_run(
-                args.run_id, recorder=store.recorder, context=context, checkpointer=checkpointer, answer=answers[0]
+                args.run_id, recorder=store.recorder, context=context, checkpointer=cp, answer=answers[0]
             )
         except NotWaiting as exc:
             return _fail(str(exc))
@@ -127,7 +133,14 @@ def cmd_resume(args: argparse.Namespace, *, retry: bool = False) -> int:
     if retry:
         store.recorder.set_run_retry(args.run_id, 0, None)
     context = make_context(settings, store.recorder)
-    with open_checkpointer(settings.database_url) as checkpointer:
+    from api.pg_queue import exclusive_run
+
+    with (
+        exclusive_run(settings.database_url, args.run_id) as held,
+        open_checkpointer(settings.database_url) as checkpointer,
+    ):
+        if not held:
+            return _fail(BUSY.format(run_id=args.run_id))
 
         def attempt() -> Any:
             return resume_run(args.run_id, recorder=store.recorder, context=context, checkpointer=checkpointer)

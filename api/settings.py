@@ -152,7 +152,21 @@ class Settings(BaseSettings):
     alert_correlation_window_s: int = Field(
         default=3600, ge=0, description="alerts of one Alertmanager group join an open incident this recent; 0 = off"
     )
-    worker_threads: int = Field(default=2, ge=1, le=32, description="runs executed at once by `mitigate serve`")
+    worker_threads: int = Field(
+        default=2, ge=1, le=32, description="runs executed at once by `mitigate serve` (and by each `mitigate worker`)"
+    )
+    serve_worker: bool = Field(
+        default=True,
+        description="`mitigate serve` also executes runs; `false` (PostgreSQL only): only `mitigate worker` "
+        "processes do. With SQLite, `serve` always executes its runs",
+    )
+    queue_lease_s: float = Field(
+        default=10.0,
+        ge=2,
+        le=600,
+        description="PostgreSQL: a worker without a heartbeat this long is dead and its runs go to another "
+        "replica (heartbeat every lease/5; docs/queue.md)",
+    )
     run_retry_attempts: int = Field(
         default=3, ge=1, le=20, description="attempts of a run meeting infrastructure faults before it escalates"
     )

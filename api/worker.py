@@ -1,4 +1,5 @@
-"""The background worker of `mitigate serve`: executes stored runs off the request path.
+"""The background worker of `mitigate serve` on SQLite: executes stored runs off the request path (on
+PostgreSQL, replicas share a job queue instead: api/pg_queue.py).
 
 Work lives in the database, not in this queue: a run is committed as `queued` before its webhook is
 acknowledged, so runs that were queued or running when a process died are found again at start-up
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from api.ingest_gate import IngestGate
 from api.run_faults import RetryPolicy, run_guarded
 from api.runs import NotWaiting, RunOutcome, execute_run, resume_run
 from store.recorder import StoreRecorder
@@ -31,7 +33,9 @@ class Job:
     not_before: float = 0.0  # time.monotonic() before which the run must not start (alert settle time)
 
 
-class RunWorker:
+class RunWorker(IngestGate):
+    """The in-process worker of the single-machine set-up (SQLite): one process owns every run."""
+
     def __init__(
         self,
         recorder: StoreRecorder,
@@ -42,6 +46,7 @@ class RunWorker:
         execute: Callable[..., RunOutcome] = execute_run,
         retry: RetryPolicy | None = None,
     ) -> None:
+        super().__init__()
         self._execute = execute
         self._retry = retry or RetryPolicy()
         # One run at a time per run id: two approvals of one run arriving together must not resume
@@ -59,16 +64,6 @@ class RunWorker:
         self._busy = 0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        # Ingest first: while webhook requests are in flight, the next run waits (at most
-        # max_ingest_wait_s) so that storing and acknowledging alerts does not compete with triage
-        # for the interpreter during a storm. Accepted runs are already durable in the database.
-        self._ingesting = 0
-        self._last_ingest = 0.0
-        self._ingest_quiet = threading.Condition(threading.Lock())
-        self.max_ingest_wait_s = 1.0
-        # "Quiet" means no webhook for this long, not just none at this instant: between two requests
-        # of a storm there is always a moment with none in flight.
-        self.quiet_period_s = 0.05
 
     def start(self) -> int:
         """Start the threads and pick up runs a previous process left unfinished."""
@@ -96,6 +91,14 @@ class RunWorker:
             self._timers = [t for t in self._timers if t.is_alive()] + [timer]
         timer.start()
 
+    def enqueuer(self, delay_s: float = 0.0) -> None:
+        """Nothing to add to the transaction that stores a run: this worker learns of it after commit."""
+        return None
+
+    def accepted(self, run_id: str, delay_s: float = 0.0) -> None:
+        """A run committed as `queued`: hand it to the threads (after its settle time)."""
+        self.submit(Job(run_id, not_before=time.monotonic() + delay_s))
+
     def wait_idle(self, timeout: float) -> bool:
         with self._idle:
             return self._idle.wait_for(lambda: self._busy == 0, timeout=timeout)
@@ -121,25 +124,6 @@ class RunWorker:
         for thread in self._threads:
             thread.join(timeout)
 
-    def ingest_started(self) -> None:
-        with self._ingest_quiet:
-            self._ingesting += 1
-
-    def ingest_finished(self) -> None:
-        with self._ingest_quiet:
-            self._ingesting -= 1
-            self._last_ingest = time.monotonic()
-
-    def _wait_for_quiet(self) -> None:
-        deadline = time.monotonic() + self.max_ingest_wait_s
-        while (now := time.monotonic()) < deadline:
-            with self._ingest_quiet:
-                quiet_for = now - self._last_ingest
-                if self._ingesting == 0 and quiet_for >= self.quiet_period_s:
-                    return
-            # Poll at the quiet period's grain; a condition variable cannot express "quiet for 50 ms".
-            time.sleep(min(self.quiet_period_s, max(0.0, deadline - now)))
-
     def _run_lock(self, run_id: str) -> threading.Lock:
         with self._lock:
             return self._run_locks.setdefault(run_id, threading.Lock())
@@ -150,17 +134,6 @@ class RunWorker:
         return resume_run(
             job.run_id, recorder=self._recorder, context=context, checkpointer=self._checkpointer, answer=job.answer
         )
-
-    def _refuse_late(self, job: Job, error: NotWaiting) -> None:
-        """An approval that reached a run no longer waiting (a second click racing the first): audited."""
-        answer = job.answer or {}
-        attempt = {**(answer.get("identity") or {}), "decision": "approve" if answer.get("approved") else "reject"}
-        attempt |= {
-            "outcome": "refused",
-            "message": str(error),
-            "attempt_id": answer.get("attempt_id") or uuid.uuid4().hex,
-        }
-        self._recorder.record_approval_attempt(job.run_id, None, attempt)
 
     def _loop(self) -> None:
         while (job := self._jobs.get()) is not None:
@@ -182,10 +155,22 @@ class RunWorker:
                 elif self._on_outcome is not None:
                     self._on_outcome(outcome, time.monotonic() - started)
             except NotWaiting as exc:
-                self._refuse_late(job, exc)
+                refuse_late(self._recorder, job, exc)
             except Exception:  # e.g. the database itself is gone: the run stays resumable at start-up
                 log.exception("run %s: the worker could not record its outcome", job.run_id)
             finally:
                 with self._idle:
                     self._busy -= 1
                     self._idle.notify_all()
+
+
+def refuse_late(recorder: StoreRecorder, job: Job, error: NotWaiting) -> None:
+    """An approval that reached a run no longer waiting (a second click racing the first): audited."""
+    answer = job.answer or {}
+    attempt = {**(answer.get("identity") or {}), "decision": "approve" if answer.get("approved") else "reject"}
+    attempt |= {
+        "outcome": "refused",
+        "message": str(error),
+        "attempt_id": answer.get("attempt_id") or uuid.uuid4().hex,
+    }
+    recorder.record_approval_attempt(job.run_id, None, attempt)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent.entities import entities_with_sources
 from agent.schemas import Incident
 from store.models import IncidentKeyRow, IncidentRow
-from store.recorder import CLOSED_STATUSES
+from store.recorder import CLOSED_STATUSES, insert_if_new
 
 
 def cause_keys(incident: Incident) -> tuple[list[str], list[str]]:
@@ -104,30 +104,31 @@ class Correlator:
         correlation_key: str,
     ) -> bool:
         """Store an alert that belongs to an open incident: kept for the record with the reason, no run of
-        its own. False when it was stored already (a repeated delivery)."""
+        its own. False when it was stored already (a repeated delivery, or the same one racing in: the
+        insert's ON CONFLICT decides, so the loser is a duplicate, not an error)."""
         with self._sessions.begin() as session:
-            if session.get(IncidentRow, incident.id) is not None:
+            row = {
+                "id": incident.id,
+                "source": source,
+                "title": incident.title,
+                "status": "correlated",
+                "payload": incident.model_dump(mode="json"),
+                "raw": payload | {"correlated_with": primary_id, "correlation_reason": reason},
+                "fingerprint": fingerprint,
+                "correlation_key": correlation_key,
+                "correlated_with": primary_id,
+                "correlation_reason": reason,
+                "started_at": incident.started_at,
+            }
+            stored = session.execute(insert_if_new(session.connection(), IncidentRow).values(row)).first()
+            if stored is None:
                 return False
-            primary = session.get(IncidentRow, primary_id)
+            # Locked: the group's other alerts, arriving at once, each append to it in turn.
+            primary = session.get(IncidentRow, primary_id, with_for_update=True)
             if primary is not None:
                 # The open incident gathers what its group's later alerts say; a triage still waiting
                 # (queued, or in its settle time) reads it when it starts.
                 primary.payload = _with_related(primary.payload, incident)
-            session.add(
-                IncidentRow(
-                    id=incident.id,
-                    source=source,
-                    title=incident.title,
-                    status="correlated",
-                    payload=incident.model_dump(mode="json"),
-                    raw=payload | {"correlated_with": primary_id, "correlation_reason": reason},
-                    fingerprint=fingerprint,
-                    correlation_key=correlation_key,
-                    correlated_with=primary_id,
-                    correlation_reason=reason,
-                    started_at=incident.started_at,
-                )
-            )
             return True
 
 

@@ -54,6 +54,9 @@ def migrate(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Replicas starting together: one migrates, the others wait for it, then find nothing to do.
+            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('mitigate-migrate'))"))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

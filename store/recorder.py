@@ -6,19 +6,31 @@ action rows are keyed by an idempotency key so that a resumed run never repeats 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.schemas import Incident
 from store.approval_audit import record_attempt
 from store.models import ActionRow, ApprovalRow, IncidentKeyRow, IncidentRow, RunRow, RunStepRow, SlaCheckRow
 
-_INSERT_INCIDENT = insert(IncidentRow)
 _INSERT_RUN = insert(RunRow)
+
+
+def insert_if_new(connection: Connection, table: Any) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING the primary key, in the connection's dialect (SQLite and
+    PostgreSQL both have it): the database, not a read before the write, decides who stored it first;
+    the statement returns a row only to the one that did (rowcount is not reliable across drivers)."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing().returning(table.id)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing().returning(table.id)
 
 
 # Incidents in these states are over: a new alert of their group is a new incident (a recurrence).
@@ -65,11 +77,14 @@ class StoreRecorder:
         engine: str,
         fingerprint: str | None = None,
         correlation_key: str | None = None,
+        enqueue: Callable[[Connection], None] | None = None,
     ) -> bool:
-        """Store a new incident and its queued run in one transaction; False for an incident already stored.
+        """Store a new incident, its queued run and (`enqueue`, on PostgreSQL) the run's job in one
+        transaction; False for an incident already stored, and then nothing is written.
 
         Core inserts with the primary key as the dedup check: this is the webhook hot path, and the ORM's
-        unit of work cost more than the database here.
+        unit of work cost more than the database here. The incident goes in with ON CONFLICT DO NOTHING,
+        so two deliveries racing in are one incident and the loser is told "duplicate", not an error.
         """
         now = datetime.now(UTC)
         incident_row = {
@@ -93,13 +108,14 @@ class StoreRecorder:
             "created_at": now,
             "updated_at": now,
         }
-        try:
-            with self._engine.begin() as connection:
-                connection.execute(_INSERT_INCIDENT, incident_row)
-                connection.execute(_INSERT_RUN, run_row)
-            return True
-        except IntegrityError:  # already stored: a repeated delivery, or the same one racing in
-            return False
+        with self._engine.begin() as connection:
+            stored = connection.execute(insert_if_new(connection, IncidentRow).values(incident_row)).first()
+            if stored is None:  # already stored: a repeated delivery, or the same one racing in
+                return False
+            connection.execute(_INSERT_RUN, run_row)
+            if enqueue is not None:
+                enqueue(connection)
+        return True
 
     def start_run(self, run_id: str, incident_id: str, engine: str, status: str = "running") -> None:
         with self._sessions.begin() as session:
@@ -113,6 +129,10 @@ class StoreRecorder:
             if run is None:
                 raise LookupError(f"no run {run_id}")
             return Incident.model_validate(run.incident.payload)
+
+    def run_status(self, run_id: str) -> str | None:
+        with self._sessions() as session:
+            return session.scalar(select(RunRow.status).where(RunRow.id == run_id))
 
     def set_run_status(self, run_id: str, status: str, summary: dict[str, Any] | None = None) -> None:
         """A run's status; a paused run also stores what it waits on (category, plan, risk, dry run)
