@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from api.retention_loop import RetentionLoop
 from api.runs import RunOutcome
 from api.security import RateLimiter
 from api.service_metrics import ServiceMetrics
@@ -110,10 +111,14 @@ def create_app(
                     bot.bind(app.state.service)
                     hooks.append(bot.on_outcome)
             worker.start()
+            retention = RetentionLoop(store.engine, settings.prune_after_days)
+            retention.start()
+            app.state.retention = retention
             warm_index(settings)
             try:
                 yield
             finally:
+                retention.stop()
                 worker.stop()
 
     from fastapi.staticfiles import StaticFiles

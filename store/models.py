@@ -75,6 +75,8 @@ class RunRow(Base):
     # step of a verified action, the report of a "no action"), and whether no human had to approve.
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_without_human: Mapped[bool | None] = mapped_column(Boolean)
+    # When retention removed this finished run's checkpoints and step rows (store/retention.py).
+    pruned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 

@@ -220,6 +220,8 @@ def test_rest_incidents_follow_the_link_header_to_the_end(tmp_path):
         bad = client.get("/incidents?cursor=garbage", headers=auth)
         assert bad.status_code == 422 and "cursor" in bad.json()["detail"]
         assert client.get("/incidents?limit=4").status_code == 401
+        retention = client.app.state.retention  # serve prunes by itself (MITIGATE_PRUNE_AFTER_DAYS, default 30)
+        assert retention._thread is not None and retention._thread.is_alive()
 
 
 def test_the_graph_is_compiled_once_per_checkpointer():
@@ -231,3 +233,138 @@ def test_the_graph_is_compiled_once_per_checkpointer():
     assert build_graph(one) is build_graph(one) and build_graph() is build_graph()
     assert build_graph(one) is not build_graph(two)
     assert build_graph(one).checkpointer is one and build_graph(two).checkpointer is two
+
+
+def _triage_examples(settings: Settings, store: Any) -> dict[str, str]:
+    """Three examples through the real graph and checkpointer: statuses by run id."""
+    import json
+
+    from agent.context import TriageContext
+    from agent.rulebook import load_rulebook
+    from agent.schemas import Incident
+    from api.runs import start_run
+    from api.wiring import open_checkpointer
+    from tests.conftest import ROOT
+    from tests.fakes import FakeCluster, FakeSla
+    from tools.guard import load_policy
+
+    outcomes = {}
+    with open_checkpointer(settings.database_url) as checkpointer:
+        for name in ("transient-blip-resolved", "exhaustion-429-saturated", "bad-node-xid"):
+            payload = json.loads((ROOT / "examples" / f"{name}.json").read_text())
+            context = TriageContext(
+                rulebook=load_rulebook(),
+                policy=load_policy(),
+                recorder=store.recorder,
+                cluster=FakeCluster(),
+                sla=FakeSla("verified"),
+            )
+            outcome = start_run(
+                Incident.model_validate(payload),
+                source="alertmanager",
+                payload=payload,
+                recorder=store.recorder,
+                context=context,
+                checkpointer=checkpointer,
+            )
+            outcomes[outcome.run_id] = outcome.status
+    return outcomes
+
+
+def _counts(store: Any) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from store.models import ApprovalAttemptRow, SlaCheckRow
+
+    with store.sessions() as session:
+        return {
+            t.__tablename__: session.scalar(select(func.count()).select_from(t)) or 0
+            for t in (IncidentRow, RunRow, RunStepRow, ActionRow, ApprovalRow, ApprovalAttemptRow, SlaCheckRow)
+        }
+
+
+def test_prune_deletes_finished_runs_checkpoints_and_steps_and_keeps_the_audit_trail(db_url):
+    from sqlalchemy import column, func, select, table
+
+    from agent.graph import build_graph
+    from api.wiring import open_checkpointer
+    from store.retention import CHECKPOINT_TABLES, prune
+
+    settings = Settings(database_url=db_url)
+    store = open_store(settings)
+    outcomes = _triage_examples(settings, store)
+    waiting = [run for run, status in outcomes.items() if status == "awaiting_approval"]
+    finished = [run for run in outcomes if run not in waiting]
+    assert waiting and finished
+    checkpoints = table(CHECKPOINT_TABLES[store.engine.dialect.name][-1], column("thread_id"))
+
+    def checkpointed(run_id: str) -> int:
+        with store.engine.connect() as conn:
+            found = conn.execute(select(func.count()).select_from(checkpoints).where(column("thread_id") == run_id))
+            return int(found.scalar() or 0)
+
+    before = _counts(store)
+    with store.sessions() as session:
+        reports = {r.id: r.report for r in session.query(RunRow)}
+    assert prune(store.engine, timedelta(days=1)).runs == 0  # nothing finished a day ago yet
+    assert all(checkpointed(run) for run in outcomes)
+
+    report = prune(store.engine, timedelta(0), batch=1)
+    assert report.runs == len(finished) and report.checkpoint_rows > 0 and report.step_rows > 0
+    assert [checkpointed(run) for run in finished] == [0] * len(finished)
+    after = _counts(store)
+    assert after["run_steps"] < before["run_steps"]
+    assert {k: v for k, v in after.items() if k != "run_steps"} == {k: v for k, v in before.items() if k != "run_steps"}
+    with store.sessions() as session:
+        assert {r.id: r.report for r in session.query(RunRow)} == reports  # every run's outcome kept
+    # The run waiting for a human still has everything it needs to resume.
+    assert all(checkpointed(run) for run in waiting)
+    with open_checkpointer(settings.database_url) as checkpointer:
+        for run in waiting:
+            assert build_graph(checkpointer).get_state({"configurable": {"thread_id": run}}).next
+    assert prune(store.engine, timedelta(0)).runs == 0  # already pruned: nothing to do again
+
+
+def test_serve_prunes_by_itself_and_the_cli_prunes_on_demand(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from api.retention_loop import RetentionLoop
+    from tests.conftest import ROOT
+    from tests.waiting import until
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/auto.db")
+    store = open_store(settings)
+    _history(store, 12)
+    with store.engine.begin() as conn:  # the history is months old: so is when its runs last changed
+        conn.exec_driver_sql("UPDATE runs SET updated_at = created_at")
+    finished = _counts(store)["run_steps"]
+    loop = RetentionLoop(store.engine, older_than_days=1, every_s=0.2, first_after_s=0.05)
+    loop.start()
+    try:
+        until(lambda: loop.passes >= 1, "a retention pass", 30)
+    finally:
+        loop.stop()
+    assert _counts(store)["run_steps"] < finished  # its finished runs were pruned
+
+    env = os.environ | {"MITIGATE_DATABASE_URL": settings.database_url, "MITIGATE_STATE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "api.cli", "db", "prune", "--older-than", "0s", "--vacuum"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pruned" in done.stdout and "vacuumed" in done.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "api.cli", "db", "prune", "--older-than", "soon"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "not a duration" in bad.stderr

@@ -1,6 +1,7 @@
 """Scale with history: indexes for every list's order and filters (keyset pagination), and what the
 gap report needs stored on the run (when it closed the impact, whether a human had to approve), so
-the report is a GROUP BY rather than every incident loaded with its runs and steps
+the report is a GROUP BY rather than every incident loaded with its runs and steps; when a finished
+run's checkpoints and steps were pruned (store/retention.py)
 
 Revision ID: 0007
 Revises: 0005
@@ -46,6 +47,7 @@ def upgrade() -> None:
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("closed_without_human", sa.Boolean(), nullable=True))
+        batch_op.add_column(sa.Column("pruned_at", sa.DateTime(timezone=True), nullable=True))
         for name, columns in RUN_INDEXES.items():
             batch_op.create_index(name, columns, unique=False)
     with op.batch_alter_table("incidents", schema=None) as batch_op:
@@ -66,5 +68,6 @@ def downgrade() -> None:
     with op.batch_alter_table("runs", schema=None) as batch_op:
         for name in RUN_INDEXES:
             batch_op.drop_index(name)
+        batch_op.drop_column("pruned_at")
         batch_op.drop_column("closed_without_human")
         batch_op.drop_column("closed_at")
