@@ -368,3 +368,29 @@ def test_serve_prunes_by_itself_and_the_cli_prunes_on_demand(tmp_path):
         timeout=120,
     )
     assert bad.returncode == 2 and "not a duration" in bad.stderr
+
+
+def test_the_default_gap_report_is_served_from_memory_and_recomputed_behind():
+    import threading
+
+    from api.gap_cache import GapCache
+    from tests.waiting import until
+
+    calls: list[datetime] = []
+    release = threading.Event()
+
+    def compute(since: datetime) -> dict[str, Any]:
+        calls.append(since)
+        if len(calls) > 1:
+            release.wait(30)  # a slow recomputation: views meanwhile get the previous report at once
+        return {"n": len(calls)}
+
+    cache = GapCache(compute, fresh_s=0.0)
+    first, age = cache.report()
+    assert first == {"n": 1} and age == 0.0 and datetime.now(UTC) - calls[0] > timedelta(days=29)
+    stale, _ = cache.report()  # stale: served as is, one refresh started
+    assert stale == {"n": 1}
+    until(lambda: len(calls) == 2, "the background refresh", 10)
+    assert cache.report()[0] == {"n": 1} and len(calls) == 2  # no second refresh while one runs
+    release.set()
+    until(lambda: cache.report()[0] == {"n": 2}, "the refreshed report", 10)
