@@ -131,8 +131,15 @@ def _dry_run_apply(client: Any, document: dict[str, Any]) -> dict[str, Any]:
     dynamic = DynamicClient(client)
     resource = dynamic.resources.get(api_version=document["apiVersion"], kind=document["kind"])
     namespace = document["metadata"].get("namespace") if resource.namespaced else None
+    # Forced: the local cluster holds deploy/rbac.yaml's bindings as scripts/kube applied them (to users);
+    # taking their subjects over is what deploying does. A dry run: nothing is changed.
     return dynamic.server_side_apply(
-        resource, body=document, namespace=namespace, field_manager="mitigate-deploy-test", dry_run="All"
+        resource,
+        body=document,
+        namespace=namespace,
+        field_manager="mitigate-deploy-test",
+        force_conflicts=True,
+        dry_run="All",
     ).to_dict()
 
 
