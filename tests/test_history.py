@@ -394,3 +394,30 @@ def test_the_default_gap_report_is_served_from_memory_and_recomputed_behind():
     assert cache.report()[0] == {"n": 1} and len(calls) == 2  # no second refresh while one runs
     release.set()
     until(lambda: cache.report()[0] == {"n": 2}, "the refreshed report", 10)
+
+
+def test_the_dashboard_incident_list_pages_to_older_incidents(tmp_path):
+    import re
+
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    from api.app import create_app
+    from tests.fakes import FakeCluster, fake_world
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/dash.db", engine="rulebook", api_token=SecretStr("tok"))
+    store = open_store(settings)
+    with store.sessions.begin() as session:
+        for k in range(205):
+            received = T0 + timedelta(minutes=k)
+            session.add(IncidentRow(id=f"D-{k:03d}", source="rest", title=f"t{k}", payload={}, received_at=received))
+    with TestClient(create_app(settings, context_factory=fake_world(FakeCluster()))) as client:
+        first = client.get("/dashboard/incidents", auth=("d", "tok"))
+        shown = set(re.findall(r"/dashboard/incidents/(D-\d+)", first.text))
+        older = re.search(r'id="incidents-older" href="([^"]+)"', first.text)
+        assert len(shown) == 200 and older is not None
+        second = client.get(older.group(1).replace("&amp;", "&"), auth=("d", "tok"))
+        rest = set(re.findall(r"/dashboard/incidents/(D-\d+)", second.text))
+        assert rest == {f"D-{k:03d}" for k in range(5)} and not rest & shown
+        assert 'id="incidents-older"' not in second.text
+        assert client.get("/dashboard/incidents?cursor=junk", auth=("d", "tok")).status_code == 422
