@@ -55,7 +55,7 @@ class RunRow(Base):
         Index("ix_runs_created_id", "created_at", "id"),
         Index("ix_runs_status_created_id", "status", "created_at", "id"),
         Index("ix_runs_incident_created", "incident_id", "created_at"),
-        Index("ix_runs_updated_at", "updated_at"),
+        Index("ix_runs_unpruned", "pruned_at", "updated_at"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -25,7 +25,7 @@ RUN_INDEXES = {
     "ix_runs_created_id": ["created_at", "id"],
     "ix_runs_status_created_id": ["status", "created_at", "id"],
     "ix_runs_incident_created": ["incident_id", "created_at"],
-    "ix_runs_updated_at": ["updated_at"],
+    "ix_runs_unpruned": ["pruned_at", "updated_at"],  # retention finds what to prune without rescanning
 }
 
 # Runs finished before this revision: the same facts the report used to derive from their steps.
