@@ -123,6 +123,9 @@ def test_the_manifests_hold_together():
     assert service["metadata"]["namespace"] == found.group(2)
     assert int(found.group(3)) in {p["port"] for p in service["spec"]["ports"]}
     assert found.group(4) in routes
+    # Last, as it may end the test: `worker` comes with the job queue (issue 14 item 1, another branch).
+    if "worker" not in commands:
+        pytest.xfail("`mitigate worker` is not in this branch yet (the job-queue branch adds it)")
 
 
 def _dry_run_apply(client: Any, document: dict[str, Any]) -> dict[str, Any]:
