@@ -7,6 +7,8 @@ checkpointer they own.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
@@ -57,5 +59,23 @@ builder.add_edge("escalate", "report")
 builder.add_edge("report", END)
 
 
+_COMPILED_KEPT = 4  # a process has one checkpointer (serve, worker, CLI); tests open many in turn
+_compiled: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
+_compiling = threading.Lock()
+
+
 def build_graph(checkpointer: Any = None) -> Any:
-    return builder.compile(checkpointer=checkpointer)
+    """The graph compiled with this checkpointer, once per process and checkpointer: compiling took
+    ~15 % of a triage when it was done for every run. Keyed by the checkpointer object itself (held
+    while cached, so its id cannot be reused), so a run always gets the graph bound to the checkpointer
+    its caller owns; only the last few are kept, so a closed checkpointer is not held for ever."""
+    with _compiling:
+        entry = _compiled.get(id(checkpointer))
+        if entry is not None and entry[0] is checkpointer:
+            _compiled.move_to_end(id(checkpointer))
+            return entry[1]
+        graph = builder.compile(checkpointer=checkpointer)
+        _compiled[id(checkpointer)] = (checkpointer, graph)
+        while len(_compiled) > _COMPILED_KEPT:
+            _compiled.popitem(last=False)
+        return graph

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
+from api.retention_loop import RetentionLoop
 from api.runs import RunOutcome
 from api.security import RateLimiter
 from api.service_metrics import ServiceMetrics
@@ -168,10 +169,14 @@ def create_app(
                     bot.bind(app.state.service)
                     hooks.append(bot.on_outcome)
             working = start_working(worker, settings)
+            retention = RetentionLoop(store.engine, settings.prune_after_days)
+            retention.start()
+            app.state.retention = retention
             warm_index(settings)
             try:
                 yield
             finally:
+                retention.stop()
                 await stop_working(worker, working)
 
     from fastapi.staticfiles import StaticFiles

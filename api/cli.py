@@ -98,6 +98,23 @@ def cmd_db_upgrade(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_prune(args: argparse.Namespace) -> int:
+    from api.settings import get_settings
+    from api.wiring import open_store
+    from store.retention import parse_duration, prune, vacuum
+
+    try:
+        older_than = parse_duration(args.older_than)
+    except ValueError as exc:
+        return fail(str(exc))
+    store = open_store(get_settings())
+    print(prune(store.engine, older_than).describe())
+    if args.vacuum:
+        vacuum(store.engine)
+        print("vacuumed: the freed space is back with the file system")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mitigate",
@@ -137,6 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     upgrade = db_sub.add_parser("upgrade", help="apply schema migrations (also done on first use)")
     upgrade.set_defaults(func=cmd_db_upgrade)
+    prune = db_sub.add_parser(
+        "prune",
+        help="delete checkpoints and step rows of runs finished longer ago than a duration (keeps the audit trail)",
+        description="Delete the LangGraph checkpoints and per-node step rows of runs finished (not queued, running, "
+        "retrying or waiting for an approval) before now minus --older-than. Incidents, run reports, actions, "
+        "approvals, approval attempts and SLA checks are kept. A pruned run can no longer be retried from where "
+        "it stopped. `mitigate serve` does this hourly (MITIGATE_PRUNE_AFTER_DAYS).",
+    )
+    prune.add_argument("--older-than", required=True, help="a duration: 30d, 12h, 2w, 90m, 3600s")
+    prune.add_argument("--vacuum", action="store_true", help="then give the space back to the file system")
+    prune.set_defaults(func=cmd_db_prune)
 
     postmortems = sub.add_parser("postmortems", help="the index of past postmortems (docs/postmortems.md)")
     pm_sub = postmortems.add_subparsers(dest="pm_command", required=True, metavar="POSTMORTEMS_COMMAND")

@@ -136,12 +136,17 @@ def gaps_page(datasets_dir: Path, sessions: Any, dataset: str | None, since: dat
         source = f"dataset {dataset}"
         report = gap_report(load_dataset(dataset_path(datasets_dir, dataset)))
     else:
-        from evals.gaps_store import store_cases
+        if since is None:  # the default view: served from memory, recomputed behind (api/gap_cache.py)
+            from api.gap_cache import default_report
 
-        since = since or datetime.now(UTC) - timedelta(days=30)
+            report, age = default_report(sessions)
+            since = datetime.now(UTC) - timedelta(days=30, seconds=age)
+        else:
+            from evals.gaps_store import store_gap_report
+
+            report = store_gap_report(sessions, since)
         source = f"incidents handled by mitigate since {since:%Y-%m-%d}"
-        cases, outcome = store_cases(sessions, since)
-        report = gap_report(cases)
+        outcome = report.pop("mitigate")
     n = report["n"] or 1
     table3 = report["table3"]
     lifecycle = report["lifecycle"]

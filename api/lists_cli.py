@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from api.cli_errors import fail
@@ -23,6 +25,28 @@ def _sessions() -> Any:
 def _short(value: Any, width: int) -> str:
     text = "" if value is None else str(value)
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _since(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO date or datetime: {text!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _page(fetch: Any, args: argparse.Namespace, **filters: Any) -> list[dict[str, Any]] | None:
+    """Rows of one page; the next page's cursor goes to stderr so stdout stays the rows (pipe-friendly)."""
+    from api.lookup import BadCursor
+
+    try:
+        page = fetch(_sessions(), since=args.since, cursor=args.cursor, limit=args.limit, **filters)
+    except BadCursor as exc:
+        fail(str(exc))
+        return None
+    if page.next_cursor:
+        print(f"more: --cursor {page.next_cursor}", file=sys.stderr)
+    return [_category(r) for r in page.rows]
 
 
 def _print_rows(rows: list[dict[str, Any]], columns: list[tuple[str, str, int]], as_json: bool, empty: str) -> None:
@@ -43,9 +67,11 @@ def _category(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_incidents_list(args: argparse.Namespace) -> int:
-    from api.lookup import list_incidents
+    from api.lookup import incidents_page
 
-    rows = [_category(r) for r in list_incidents(_sessions(), status=args.status, search=args.search, limit=args.limit)]
+    rows = _page(incidents_page, args, status=args.status, search=args.search, source=args.source)
+    if rows is None:
+        return 2
     columns = [
         ("when", "received (UTC)", 19),
         ("id", "incident", 28),
@@ -55,7 +81,8 @@ def cmd_incidents_list(args: argparse.Namespace) -> int:
         ("mitigation", "plan", 4),
         ("title", "title", 60),
     ]
-    _print_rows(rows, columns, args.json, "no incidents match" if args.status or args.search else "no incidents yet")
+    filtered = args.status or args.search or args.source or args.since or args.cursor
+    _print_rows(rows, columns, args.json, "no incidents match" if filtered else "no incidents yet")
     return 0
 
 
@@ -87,9 +114,11 @@ def cmd_incidents_show(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
-    from api.lookup import list_runs
+    from api.lookup import runs_page
 
-    rows = [_category(r) for r in list_runs(_sessions(), status=args.status, limit=args.limit)]
+    rows = _page(runs_page, args, status=args.status, source=args.source)
+    if rows is None:
+        return 2
     columns = [
         ("when", "created (UTC)", 19),
         ("id", "run", 32),
@@ -99,14 +128,17 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
         ("risk", "risk", 8),
         ("title", "incident", 50),
     ]
-    _print_rows(rows, columns, args.json, "no runs match" if args.status else "no runs yet")
+    filtered = args.status or args.source or args.since or args.cursor
+    _print_rows(rows, columns, args.json, "no runs match" if filtered else "no runs yet")
     return 0
 
 
 def cmd_eval_list(args: argparse.Namespace) -> int:
-    from api.lookup import list_eval_runs
+    from api.lookup import eval_runs_page
 
-    rows = [_category(r) for r in list_eval_runs(_sessions(), limit=args.limit)]
+    rows = _page(eval_runs_page, args)
+    if rows is None:
+        return 2
     for row in rows:
         for key in ("category_accuracy", "mitigation_accuracy"):
             row[key] = f"{row[key]:.3f}" if isinstance(row[key], float) else row[key]
@@ -128,6 +160,10 @@ def cmd_eval_list(args: argparse.Namespace) -> int:
 
 def _listing(parser: Any, limit: int = 50) -> None:
     parser.add_argument("--limit", type=int, default=limit, help=f"at most this many, newest first (default {limit})")
+    parser.add_argument("--since", type=_since, help="only those since this ISO date or time (UTC unless given)")
+    parser.add_argument(
+        "--cursor", help="the next page: the cursor the previous page printed on stderr (`more: --cursor ...`)"
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON list")
 
 
@@ -137,6 +173,7 @@ def add_list_commands(sub: Any) -> None:
     listing = inc_sub.add_parser("list", help="incidents newest first, with severity, status and category")
     listing.add_argument("--status", help="only this status (open, proposed, waiting, mitigated, escalated, ...)")
     listing.add_argument("--search", help="only incidents whose id, title or text contains this")
+    listing.add_argument("--source", help="only incidents that came in this way (alertmanager, slack, cli, rest, ...)")
     _listing(listing)
     listing.set_defaults(func=cmd_incidents_list)
     show = inc_sub.add_parser("show", help="an incident's timeline: runs, steps, SLA checks")
@@ -148,6 +185,7 @@ def add_list_commands(sub: Any) -> None:
 def add_runs_list(runs_sub: Any) -> None:
     listing = runs_sub.add_parser("list", help="triage runs newest first")
     listing.add_argument("--status", help="only this status; `waiting`: the runs waiting for an approval")
+    listing.add_argument("--source", help="only runs of incidents that came in this way (alertmanager, slack, ...)")
     _listing(listing)
     listing.set_defaults(func=cmd_runs_list)
 

@@ -6,9 +6,14 @@ dashboard's incident list (severity, status filter, search).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, cast, func, or_, select
+from sqlalchemy import String, cast, func, or_, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.models import EvalRunRow, IncidentRow, RunRow
@@ -29,14 +34,63 @@ def severity_of(payload: dict[str, Any]) -> str:
     return str(labels.get("severity") or payload.get("severity") or "")
 
 
-def list_incidents(
-    sessions: Sessions, *, status: str | None = None, search: str | None = None, limit: int = 50
-) -> list[dict[str, Any]]:
-    """Incidents newest first, each with its severity and newest run; `search` matches id, title and text."""
-    query = select(IncidentRow).order_by(IncidentRow.received_at.desc()).limit(limit)
+class BadCursor(ValueError):
+    """A `cursor` that no list of ours handed out (or a list of another kind did)."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a newest-first list, and the cursor of the next (None on the last page)."""
+
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def encode_cursor(kind: str, moment: datetime, row_id: str) -> str:
+    raw = json.dumps([kind, moment.isoformat(), row_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, cursor: str) -> tuple[datetime, str]:
+    """The (time, id) a page ended at. Keyset pagination: the next page is what sorts after it, so a page
+    costs an index range scan however deep, and rows arriving meanwhile neither repeat nor vanish."""
+    try:
+        found, moment, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if found != kind or not isinstance(row_id, str):
+            raise ValueError(kind)
+        return datetime.fromisoformat(moment), row_id
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise BadCursor(f"cursor is not one a list of {kind}s handed out") from exc
+
+
+def _page(kind: str, rows: list[Any], limit: int, at: Any) -> str | None:
+    return encode_cursor(kind, at(rows[-1]), rows[-1].id) if rows and len(rows) == limit else None
+
+
+def incidents_page(
+    sessions: Sessions,
+    *,
+    status: str | None = None,
+    search: str | None = None,
+    source: str | None = None,
+    since: datetime | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page:
+    """Incidents newest first, each with its severity and newest run; `search` matches id, title and text.
+    Ordered by (received_at, id) descending: the order of an index, with any of the filters."""
+    order = (IncidentRow.received_at.desc(), IncidentRow.id.desc())
+    query = select(IncidentRow).order_by(*order).limit(limit)
     if status:
         wanted = STATUS_ALIASES.get(status, status)
         query = query.where(or_(IncidentRow.status == wanted, IncidentRow.status.startswith(f"{wanted}+")))
+    if source:
+        query = query.where(IncidentRow.source == source)
+    if since is not None:
+        query = query.where(IncidentRow.received_at >= since)
+    if cursor:
+        moment, row_id = decode_cursor("incident", cursor)
+        query = query.where(tuple_(IncidentRow.received_at, IncidentRow.id) < tuple_(moment, row_id))
     if search:
         like = f"%{search.lower()}%"
         query = query.where(
@@ -48,11 +102,13 @@ def list_incidents(
         )
     with sessions() as session:
         rows = session.scalars(query).all()
+        latest: dict[str, RunRow] = {}
+        runs = select(RunRow).where(RunRow.incident_id.in_([r.id for r in rows]))
+        for run in session.scalars(runs.order_by(RunRow.created_at.desc(), RunRow.id.desc())):
+            latest.setdefault(run.incident_id, run)
         out = []
         for row in rows:
-            latest = session.scalars(
-                select(RunRow).where(RunRow.incident_id == row.id).order_by(RunRow.created_at.desc()).limit(1)
-            ).first()
+            newest = latest.get(row.id)
             out.append(
                 {
                     "id": row.id,
@@ -61,23 +117,45 @@ def list_incidents(
                     "status": row.status,
                     "severity": severity_of(row.payload or {}),
                     "received_at": row.received_at.isoformat(),
-                    "run_id": latest.id if latest else None,
-                    "category": latest.category if latest else None,
-                    "subcategory": latest.subcategory if latest else None,
-                    "mitigation": latest.mitigation if latest else None,
+                    "run_id": newest.id if newest else None,
+                    "category": newest.category if newest else None,
+                    "subcategory": newest.subcategory if newest else None,
+                    "mitigation": newest.mitigation if newest else None,
                 }
             )
-        return out
+        return Page(out, _page("incident", list(rows), limit, lambda r: r.received_at))
 
 
-def list_runs(sessions: Sessions, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """Triage runs newest first; `status=waiting` is the runs waiting for an approval."""
+def list_incidents(sessions: Sessions, **filters: Any) -> list[dict[str, Any]]:
+    """The rows of `incidents_page` (the first page unless a cursor is given)."""
+    return incidents_page(sessions, **filters).rows
+
+
+def runs_page(
+    sessions: Sessions,
+    *,
+    status: str | None = None,
+    source: str | None = None,
+    since: datetime | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page:
+    """Triage runs newest first; `status=waiting` is the runs waiting for an approval; `source` is the
+    way their incident came in."""
     query = select(RunRow, IncidentRow.title).join(IncidentRow, RunRow.incident_id == IncidentRow.id)
     if status:
         query = query.where(RunRow.status == STATUS_ALIASES.get(status, status))
-    query = query.order_by(RunRow.created_at.desc()).limit(limit)
+    if source:
+        query = query.where(IncidentRow.source == source)
+    if since is not None:
+        query = query.where(RunRow.created_at >= since)
+    if cursor:
+        moment, row_id = decode_cursor("run", cursor)
+        query = query.where(tuple_(RunRow.created_at, RunRow.id) < tuple_(moment, row_id))
+    query = query.order_by(RunRow.created_at.desc(), RunRow.id.desc()).limit(limit)
     with sessions() as session:
-        return [
+        found = session.execute(query).all()
+        rows = [
             {
                 "id": run.id,
                 "incident_id": run.incident_id,
@@ -89,15 +167,28 @@ def list_runs(sessions: Sessions, *, status: str | None = None, limit: int = 50)
                 "risk": (run.report or {}).get("risk"),
                 "created_at": run.created_at.isoformat(),
             }
-            for run, title in session.execute(query).all()
+            for run, title in found
         ]
+        return Page(rows, _page("run", [run for run, _ in found], limit, lambda r: r.created_at))
 
 
-def list_eval_runs(sessions: Sessions, *, limit: int = 50) -> list[dict[str, Any]]:
+def list_runs(sessions: Sessions, **filters: Any) -> list[dict[str, Any]]:
+    return runs_page(sessions, **filters).rows
+
+
+def eval_runs_page(
+    sessions: Sessions, *, since: datetime | None = None, cursor: str | None = None, limit: int = 50
+) -> Page:
     """Eval runs newest first, with their headline figures."""
-    query = select(EvalRunRow).order_by(EvalRunRow.created_at.desc()).limit(limit)
+    query = select(EvalRunRow).order_by(EvalRunRow.created_at.desc(), EvalRunRow.id.desc()).limit(limit)
+    if since is not None:
+        query = query.where(EvalRunRow.created_at >= since)
+    if cursor:
+        moment, row_id = decode_cursor("eval run", cursor)
+        query = query.where(tuple_(EvalRunRow.created_at, EvalRunRow.id) < tuple_(moment, row_id))
     with sessions() as session:
-        return [
+        found = session.scalars(query).all()
+        rows = [
             {
                 "id": row.id,
                 "label": row.label,
@@ -110,8 +201,13 @@ def list_eval_runs(sessions: Sessions, *, limit: int = 50) -> list[dict[str, Any
                 "mitigation_accuracy": (row.metrics or {}).get("mitigation_accuracy"),
                 "created_at": row.created_at.isoformat(),
             }
-            for row in session.scalars(query).all()
+            for row in found
         ]
+        return Page(rows, _page("eval run", list(found), limit, lambda r: r.created_at))
+
+
+def list_eval_runs(sessions: Sessions, **filters: Any) -> list[dict[str, Any]]:
+    return eval_runs_page(sessions, **filters).rows
 
 
 _TABLES: dict[str, Any] = {"incident": IncidentRow, "run": RunRow, "eval run": EvalRunRow}

@@ -173,6 +173,12 @@ class Settings(BaseSettings):
     run_retry_backoff_s: float = Field(
         default=5.0, ge=0, description="before the 2nd attempt; doubled each time, at most 300 s"
     )
+    prune_after_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="`mitigate serve` deletes, hourly, the checkpoints and step rows of runs finished longer ago "
+        "(audit trail kept; `mitigate db prune`); 0 = keep for ever",
+    )
     approvers_file: Path | None = Field(
         default=None,
         description="who may approve which risk tier: people, roles, personal token hashes, Slack and Teams "

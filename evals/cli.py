@@ -158,19 +158,17 @@ def cmd_report_gaps(args: argparse.Namespace) -> int:
     from evals.dataset import DatasetError, load_dataset
     from evals.gaps import gap_report, to_csv, to_markdown
 
-    outcome = None
     if args.dataset is not None:
         try:
-            cases = load_dataset(args.dataset)
+            report = gap_report(load_dataset(args.dataset))
         except (OSError, DatasetError) as exc:
             return _fail(str(exc))
     else:
         from api.settings import get_settings
         from api.wiring import open_store
-        from evals.gaps_store import store_cases
+        from evals.gaps_store import store_gap_report
 
-        cases, outcome = store_cases(open_store(get_settings()).sessions, args.since)
-    report = gap_report(cases) | ({"mitigate": outcome} if outcome is not None else {})
+        report = store_gap_report(open_store(get_settings()).sessions, args.since)
     if args.format == "json":
         print(json.dumps(report))
     else:

@@ -44,12 +44,8 @@ def _percentile(values: Sequence[float], q: int) -> float | None:
 
 
 def gap_report(cases: Sequence[Case]) -> dict[str, Any]:
-    n = len(cases)
-    categories = Counter(c.labels["category"] for c in cases if c.labels["category"])
-    subcategories = Counter((c.labels["category"], c.labels["subcategory"]) for c in cases if c.labels["subcategory"])
-    actions = Counter(c.labels["mitigation"] for c in cases if c.labels["mitigation"])
-    auto = Counter(c.labels["mitigation"] for c in cases if c.labels["mitigation"] and c.timeline.get("auto_detected"))
-    cross = Counter((c.labels["category"], c.labels["mitigation"]) for c in cases if c.labels["category"])
+    """The report over labelled cases in memory (a dataset file); the store's own incidents are
+    aggregated in SQL by evals/gaps_store.py into the same shape."""
     months: dict[str, dict[str, list[float]]] = {}
     for c in cases:
         if not c.timeline.get("started_at"):
@@ -59,6 +55,40 @@ def gap_report(cases: Sequence[Case]) -> dict[str, Any]:
         for key, end in (("ttd", "detected_at"), ("tte", "engaged_at"), ("ttm", "mitigated_at")):
             if (hours := _hours(c.timeline, end)) is not None:
                 bucket[key].append(hours)
+    lifecycle = {
+        month: {f"{key}_p{q}": _percentile(values, q) for key, values in sorted(bucket.items()) for q in (50, 75)}
+        | {"n": len(bucket["ttm"])}
+        for month, bucket in sorted(months.items())
+    }
+    counts: Counter[tuple[str | None, str | None, str | None, bool]] = Counter(
+        (c.labels["category"], c.labels["subcategory"], c.labels["mitigation"], bool(c.timeline.get("auto_detected")))
+        for c in cases
+    )
+    return assemble_report(counts, lifecycle)
+
+
+def assemble_report(
+    counts: Counter[tuple[str | None, str | None, str | None, bool]], lifecycle: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Tables 2 and 3, the cross-tab and the lifecycle from incident counts by (category, subcategory,
+    mitigation, auto-detected) and per-month percentiles: a few hundred numbers whatever the history."""
+    n = sum(counts.values())
+    categories: Counter[str] = Counter()
+    subcategories: Counter[tuple[str, str]] = Counter()
+    actions: Counter[str] = Counter()
+    auto: Counter[str] = Counter()
+    cross: Counter[tuple[str, str]] = Counter()
+    for (category, subcategory, mitigation, auto_detected), k in counts.items():
+        if category:
+            categories[category] += k
+            if mitigation:
+                cross[(category, mitigation)] += k
+        if category and subcategory:
+            subcategories[(category, subcategory)] += k
+        if mitigation:
+            actions[mitigation] += k
+            if auto_detected:
+                auto[mitigation] += k
     return {
         "n": n,
         "table2": [
@@ -68,7 +98,7 @@ def gap_report(cases: Sequence[Case]) -> dict[str, Any]:
                 "share": categories[cat] / n if n else 0.0,
                 "subcategories": [
                     {"subcategory": sub, "count": k, "share_in_category": k / categories[cat]}
-                    for (c2, sub), k in sorted(subcategories.items(), key=lambda kv: -kv[1])
+                    for (c2, sub), k in sorted(subcategories.items(), key=lambda kv: (-kv[1], kv[0]))
                     if c2 == cat
                 ],
             }
@@ -87,11 +117,7 @@ def gap_report(cases: Sequence[Case]) -> dict[str, Any]:
         ],
         "auto_detected": sum(auto.values()),
         "crosstab": {cat: {a: cross[(cat, a)] for a in ACTION_NAMES} for cat in CATEGORIES},
-        "lifecycle": {
-            month: {f"{key}_p{q}": _percentile(values, q) for key, values in sorted(bucket.items()) for q in (50, 75)}
-            | {"n": len(bucket["ttm"])}
-            for month, bucket in sorted(months.items())
-        },
+        "lifecycle": lifecycle,
     }
 
 

@@ -1,4 +1,5 @@
-"""Read side for the service: incident lists and timelines, and updates from resolved alerts."""
+"""Read side for the service: incident timelines, and updates from resolved alerts (the lists, with
+cursors and filters, are api/lookup.py)."""
 
 from __future__ import annotations
 
@@ -50,20 +51,6 @@ class IncidentQueries:
                 .limit(limit)
             ).all()
             return [r.id for r in rows if recurrence_key(r.payload) == key]
-
-    def list_incidents(self, limit: int = 50) -> list[dict[str, Any]]:
-        with self._sessions() as session:
-            rows = session.scalars(select(IncidentRow).order_by(IncidentRow.received_at.desc()).limit(limit))
-            return [
-                {
-                    "id": r.id,
-                    "title": r.title,
-                    "source": r.source,
-                    "status": r.status,
-                    "received_at": r.received_at.isoformat(),
-                }
-                for r in rows
-            ]
 
     def timeline(self, incident_id: str) -> dict[str, Any] | None:
         with self._sessions() as session:

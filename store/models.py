@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -19,6 +19,13 @@ class Base(DeclarativeBase):
 
 class IncidentRow(Base):
     __tablename__ = "incidents"
+    # Every list is newest first with keyset pagination on (received_at, id), optionally by status or
+    # source (store/migrations/versions/0007).
+    __table_args__ = (
+        Index("ix_incidents_received_id", "received_at", "id"),
+        Index("ix_incidents_status_received_id", "status", "received_at", "id"),
+        Index("ix_incidents_source_received_id", "source", "received_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     source: Mapped[str] = mapped_column(String(40), default="cli")
@@ -44,6 +51,12 @@ class IncidentRow(Base):
 
 class RunRow(Base):
     __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_created_id", "created_at", "id"),
+        Index("ix_runs_status_created_id", "status", "created_at", "id"),
+        Index("ix_runs_incident_created", "incident_id", "created_at"),
+        Index("ix_runs_unpruned", "pruned_at", "updated_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), index=True)
@@ -58,6 +71,12 @@ class RunRow(Base):
     # `retrying`); a run past its bounded attempts is escalated with the fault (api/run_faults.py).
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set when the run finishes, for the gap report's GROUP BY: when it ended the impact (the verify
+    # step of a verified action, the report of a "no action"), and whether no human had to approve.
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_without_human: Mapped[bool | None] = mapped_column(Boolean)
+    # When retention removed this finished run's checkpoints and step rows (store/retention.py).
+    pruned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -173,6 +192,7 @@ class SlaCheckRow(Base):
 
 class EvalRunRow(Base):
     __tablename__ = "eval_runs"
+    __table_args__ = (Index("ix_eval_runs_created_at", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     label: Mapped[str] = mapped_column(String(200), default="")

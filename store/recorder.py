@@ -180,6 +180,7 @@ class StoreRecorder:
             run.subcategory = report.get("subcategory")
             run.confidence = report.get("confidence")
             run.mitigation = report.get("mitigation")
+            run.closed_at, run.closed_without_human = _closure(session, run)
             incident = session.get(IncidentRow, run.incident_id)
             if incident is not None:
                 incident.status = status
@@ -240,6 +241,12 @@ class StoreRecorder:
                 session.add(RunStepRow(run_id=run_id, node=node, seq=seq, summary=summary, data=data))
             else:
                 step.summary, step.data = summary, data
+            if node in ("classify", "plan"):  # the gap report counts a run still in flight by these
+                run = session.get(RunRow, run_id)
+                if run is not None and node == "classify":
+                    run.category, run.subcategory = data.get("category"), data.get("subcategory")
+                elif run is not None:
+                    run.mitigation = data.get("mitigation")
 
     # ---- actions and approvals ----------------------------------------------------------
     def propose_action(self, run_id: str, key: str, plan: dict[str, Any]) -> dict[str, Any]:
@@ -312,6 +319,24 @@ class StoreRecorder:
     def record_sla_check(self, run_id: str, status: str, details: dict[str, Any]) -> None:
         with self._sessions.begin() as session:
             session.add(SlaCheckRow(run_id=run_id, status=status, details=details))
+
+
+def _closure(session: Session, run: RunRow) -> tuple[datetime | None, bool | None]:
+    """When a finished run ended the impact, and whether it did so with no human approving: the verify
+    step of an executed and verified action, or the report of a "no action" decision. Anything else was
+    not mitigated by mitigate (None, None)."""
+    wanted = {"mitigated": "verify", "no_action": "report"}.get(run.status)
+    if wanted is None:
+        return None, None
+    closed = session.scalar(
+        select(RunStepRow.finished_at).where(RunStepRow.run_id == run.id, RunStepRow.node == wanted)
+    )
+    if closed is None:
+        return None, None
+    approved = session.scalar(
+        select(func.count()).select_from(ApprovalRow).join(ActionRow).where(ActionRow.run_id == run.id)
+    )
+    return closed, run.status == "no_action" or not approved
 
 
 def action_dict(row: ActionRow) -> dict[str, Any]:

@@ -123,14 +123,31 @@ async def incidents(
     service: ServiceDep,
     status_: Annotated[str, Query(alias="status", max_length=40)] = "",
     q: Annotated[str, Query(max_length=200)] = "",
+    cursor: Annotated[str, Query(max_length=400)] = "",
 ) -> HTMLResponse:
-    from api.lookup import list_incidents
+    from api.lookup import BadCursor, incidents_page
 
-    def rows() -> list[dict[str, Any]]:
-        return list_incidents(service.store.sessions, status=status_ or None, search=q or None, limit=200)
+    def page() -> Any:
+        filters: dict[str, Any] = {"status": status_ or None, "search": q or None, "cursor": cursor or None}
+        return incidents_page(service.store.sessions, limit=200, **filters)
 
-    found = await _load(request, service, rows)
-    return _page("incidents.html", page="incidents", incidents=found, statuses=STATUSES, status=status_, q=q)
+    try:
+        found = await _load(request, service, page)
+    except BadCursor as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    next_url = ""
+    if found.next_cursor:
+        params = {"status": status_, "q": q, "cursor": found.next_cursor}
+        next_url = "/dashboard/incidents?" + urlencode({k: v for k, v in params.items() if v})
+    return _page(
+        "incidents.html",
+        page="incidents",
+        incidents=found.rows,
+        statuses=STATUSES,
+        status=status_,
+        q=q,
+        next_url=next_url,
+    )
 
 
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse)
