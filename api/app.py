@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
 
+from api.body_limit import BodyLimit
+from api.doors import CountRejects, RefuseUnstorableUrl
+from api.openapi_bodies import install as install_body_schemas
 from api.runs import RunOutcome
 from api.security import RateLimiter
 from api.service_metrics import ServiceMetrics
@@ -57,6 +64,11 @@ class IngestFirst:
             service.worker.ingest_finished()
 
 
+def _workers_alive() -> bool:
+    """The in-process worker's threads (api/worker.py names them) are running: this replica's heartbeat."""
+    return any(t.name.startswith("mitigate-run-") and t.is_alive() for t in threading.enumerate())
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -70,6 +82,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings)
         metrics = ServiceMetrics()
+        metrics.watch_database(store.engine)
+        replica = f"{socket.gethostname()}:{os.getpid()}"
+        metrics.heartbeat_source = lambda: {replica: time.time()} if _workers_alive() else {}
         approvers = make_approvers(settings)
         policy = load_policy(settings.policy_path or DEFAULT_POLICY)
         with open_checkpointer(settings.database_url) as checkpointer:
@@ -133,7 +148,13 @@ def create_app(
     from api.web_pages import install as install_pages  # HTML error pages; /docs served offline
 
     install_pages(app)
+    install_body_schemas(app)
+    # Outermost last: rejects are counted whoever refused; bodies are bounded (bytes only) before any
+    # route authenticates or parses; a path or query no database can store never reaches a query.
     app.add_middleware(IngestFirst)
+    app.add_middleware(RefuseUnstorableUrl)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(CountRejects)
     slack_bot = None
     if settings.slack_signing_secret.get_secret_value():
         from api.slack import SlackBot, slack_router
