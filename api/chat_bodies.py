@@ -56,6 +56,7 @@ class SlackCommand(_Open):
     channel_id: str = _ID
     trigger_id: str = Field(default="", max_length=255)
     team_id: str = Field(default="", max_length=255)
+    response_url: str = Field(max_length=2000, pattern=r"^https?://")  # where the answer goes
 
 
 class SlackUser(_Open):
