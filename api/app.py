@@ -27,6 +27,7 @@ from api.worker import RunWorker
 from store.correlation import Correlator
 from store.incident_queries import IncidentQueries
 from tools.guard import DEFAULT_POLICY, load_policy
+from tools.no_phone_home import quiet
 
 log = logging.getLogger("mitigate")
 
@@ -76,6 +77,7 @@ def create_app(
     teams_credentials: Any = None,
 ) -> FastAPI:
     """Build the app. `context_factory` lets tests and the simulator inject a cluster, SLA verifier or LLM."""
+    quiet()  # no library calls home (tools/no_phone_home.py); `uvicorn api.asgi:app` starts here
     settings = settings or get_settings()
 
     @contextlib.asynccontextmanager

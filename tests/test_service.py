@@ -239,6 +239,11 @@ def test_health_ready_and_metrics(client):
     assert 'mitigate_alerts_deduplicated_total{source="alertmanager"} 1.0' in text
     assert 'mitigate_runs_total{status="mitigated"} 1.0' in text
     assert "mitigate_triage_seconds_count 1.0" in text
+    # The queue, read from the database at scrape time: nothing waits, one run mitigated, none failed.
+    assert 'mitigate_runs{status="mitigated"} 1.0' in text and 'mitigate_runs{status="failed"} 0.0' in text
+    assert 'mitigate_runs{status="queued"} 0.0' in text and "mitigate_queue_oldest_age_seconds 0.0" in text
+    assert "mitigate_worker_last_heartbeat_timestamp_seconds{replica=" in text
+    assert 'mitigate_database_seconds_count{operation="ingest"} 2.0' in text
 
 
 def _pd(event_type: str = "incident.triggered") -> dict:
@@ -323,3 +328,16 @@ def test_secrets_never_reach_the_logs(tmp_path, caplog):
         _am(client, _am_payload(), token="wrong-token-guess")
     for secret in (AM_TOKEN, API_TOKEN, HMAC_KEY, "wrong-token-guess"):
         assert secret not in caplog.text
+
+
+def test_the_queue_gauges_see_a_waiting_run(tmp_path):
+    # An alert that must settle for an hour waits queued: the scrape reads it from the database.
+    with TestClient(create_app(_settings(tmp_path, alert_settle_s=3600))) as waiting:
+        assert _am(waiting, _am_payload()).status_code == 202
+        time.sleep(1.1)  # the oldest queued run's age is what is measured, so some must pass
+        text = waiting.get("/metrics").text
+    assert 'mitigate_runs{status="queued"} 1.0' in text
+    age = float(
+        next(line for line in text.splitlines() if line.startswith("mitigate_queue_oldest_age_seconds ")).split()[1]
+    )
+    assert 1.0 <= age < 60
