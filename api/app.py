@@ -143,6 +143,15 @@ def create_app(
         description="Incident copilot for LLM serving platforms: webhooks and REST start triage runs; "
         "approvals resume paused runs.",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry spans cost every request (the webhook ack path above all) and
+        # mitigate exports its own Prometheus metrics; never configure exporters from the environment.
+        telemetry={
+            "tracing": False,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "auto_configure": False,
+        },
     )
     for module in (webhooks, incidents, approvals, health, dashboard):
         app.include_router(module.router)

@@ -54,7 +54,7 @@ def _serve(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     raise SystemExit(f"{app} did not start")
 
 
-def _wait_for_runs(port: int, count: int, deadline_s: float = 300) -> None:
+def _wait_for_runs(port: int, count: int, deadline_s: float = 900) -> None:
     """Until mitigate's own metrics show `count` finished runs."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
