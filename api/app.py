@@ -6,12 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
+from api.body_limit import BodyLimit
+from api.doors import CountRejects, RefuseUnstorableUrl
+from api.openapi_bodies import install as install_body_schemas
 from api.retention_loop import RetentionLoop
 from api.runs import RunOutcome
 from api.security import RateLimiter
@@ -22,6 +29,7 @@ from api.worker import RunWorker
 from store.correlation import Correlator
 from store.incident_queries import IncidentQueries
 from tools.guard import DEFAULT_POLICY, load_policy
+from tools.no_phone_home import quiet
 
 if TYPE_CHECKING:
     from api.pg_queue import PgRunQueue
@@ -118,6 +126,25 @@ async def stop_working(worker: RunWorker | PgRunQueue, working: asyncio.Task[Non
             await working
 
 
+def queue_heartbeats(engine: Any) -> dict[str, float]:
+    """Last heartbeat of every live procrastinate worker (`mitigate worker` and `serve` alike), by its id."""
+    from sqlalchemy import text
+
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT id, extract(epoch FROM last_heartbeat) FROM procrastinate_workers")
+            ).all()
+    except Exception:
+        return {}
+    return {f"worker-{row[0]}": float(row[1]) for row in rows}
+
+
+def _workers_alive() -> bool:
+    """The in-process worker's threads (api/worker.py names them) are running: this replica's heartbeat."""
+    return any(t.name.startswith("mitigate-run-") and t.is_alive() for t in threading.enumerate())
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -125,12 +152,20 @@ def create_app(
     teams_credentials: Any = None,
 ) -> FastAPI:
     """Build the app. `context_factory` lets tests and the simulator inject a cluster, SLA verifier or LLM."""
+    quiet()  # no library calls home (tools/no_phone_home.py); `uvicorn api.asgi:app` starts here
     settings = settings or get_settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings)
         metrics = ServiceMetrics()
+        metrics.watch_database(store.engine)
+        replica = f"{socket.gethostname()}:{os.getpid()}"
+        if store.local:
+            metrics.heartbeat_source = lambda: {replica: time.time()} if _workers_alive() else {}
+        else:
+            # The queue keeps its workers' heartbeats in the database: every replica reports them all.
+            metrics.heartbeat_source = lambda: queue_heartbeats(store.engine)
         approvers = make_approvers(settings)
         policy = load_policy(settings.policy_path or DEFAULT_POLICY)
         with open_checkpointer(settings.database_url) as checkpointer:
@@ -189,6 +224,15 @@ def create_app(
         description="Incident copilot for LLM serving platforms: webhooks and REST start triage runs; "
         "approvals resume paused runs.",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry spans cost every request (the webhook ack path above all) and
+        # mitigate exports its own Prometheus metrics; never configure exporters from the environment.
+        telemetry={
+            "tracing": False,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "auto_configure": False,
+        },
     )
     for module in (webhooks, incidents, approvals, health, dashboard):
         app.include_router(module.router)
@@ -196,7 +240,13 @@ def create_app(
     from api.web_pages import install as install_pages  # HTML error pages; /docs served offline
 
     install_pages(app)
+    install_body_schemas(app)
+    # Outermost last: rejects are counted whoever refused; bodies are bounded (bytes only) before any
+    # route authenticates or parses; a path or query no database can store never reaches a query.
     app.add_middleware(IngestFirst)
+    app.add_middleware(RefuseUnstorableUrl)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(CountRejects)
     slack_bot = None
     if settings.slack_signing_secret.get_secret_value():
         from api.slack import SlackBot, slack_router

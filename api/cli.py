@@ -303,6 +303,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tools.no_phone_home import quiet
+
+    quiet()  # before any library that could call home is imported
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     if not argv:  # bare `mitigate`: what it can do, not "the following arguments are required"

@@ -42,26 +42,41 @@ def accept_incident(
 AlertOutcome = Literal["accepted", "duplicate", "correlated"]
 
 
-def _joins(service: Any, incident: Incident, correlation_key: str) -> tuple[str, str] | None:
+def _joins(service: Any, incident: Incident, correlation_key: str, wanted: list[str]) -> tuple[str, str] | None:
     """The open incident this alert belongs to, and why: its Alertmanager group, a shared cause (node,
-    deployment, region-wide) within the correlation window, or an action of a run shortly before."""
-    settings, correlator = service.settings, service.correlator
+    deployment, region-wide) within the correlation window, or an action of a run shortly before.
+    One database round trip (Correlator.join_for): it is on every alert's way to its 202."""
+    settings = service.settings
+    group = settings.alert_correlation_window_s > 0
+    if not settings.correlation_window_s > 0 and not settings.own_action_window_s > 0:
+        wanted = []
+    if not group and not wanted:
+        return None
     now = datetime.now(UTC)
-    if settings.alert_correlation_window_s > 0:
-        since = now - timedelta(seconds=settings.alert_correlation_window_s)
-        primary = correlator.open_incident_for(correlation_key, since)
-        if primary is not None and primary != incident.id:
-            return primary, f"same Alertmanager group as open incident {primary}"
-    if settings.correlation_window_s > 0 or settings.own_action_window_s > 0:
-        _own, wanted = cause_keys(incident)
-        found: tuple[str, str] | None = correlator.sharing_cause(
-            wanted,
-            now - timedelta(seconds=settings.correlation_window_s),
-            now - timedelta(seconds=settings.own_action_window_s),
-        )
-        if found is not None and found[0] != incident.id:
-            return found
-    return None
+    found = service.correlator.join_for(
+        correlation_key if group else None,
+        now - timedelta(seconds=settings.alert_correlation_window_s),
+        wanted,
+        now - timedelta(seconds=settings.correlation_window_s),
+        now - timedelta(seconds=settings.own_action_window_s),
+    )
+    if found is None or found[0] == incident.id:
+        if found is not None and found[1] == "group" and wanted:  # its own group: look for a shared cause
+            return _cause_only(service, incident, wanted)
+        return None
+    return found[0], found[2]
+
+
+def _cause_only(service: Any, incident: Incident, wanted: list[str]) -> tuple[str, str] | None:
+    settings, now = service.settings, datetime.now(UTC)
+    found = service.correlator.join_for(
+        None,
+        now,
+        wanted,
+        now - timedelta(seconds=settings.correlation_window_s),
+        now - timedelta(seconds=settings.own_action_window_s),
+    )
+    return (found[0], found[2]) if found is not None and found[0] != incident.id else None
 
 
 def accept_alert(
@@ -71,7 +86,8 @@ def accept_alert(
     (then it is stored as correlated with it, with the reason, and starts nothing). The run waits
     `alert_settle_s` before triage, so a blip that heals itself is seen healed."""
     settings = service.settings
-    joined = _joins(service, incident, correlation_key)
+    own, wanted = cause_keys(incident)  # once: the lookup and the record use the same keys
+    joined = _joins(service, incident, correlation_key, wanted)
     if joined is not None:
         primary, reason = joined
         stored = service.correlator.save_correlated(
@@ -100,7 +116,7 @@ def accept_alert(
     if run_id is None:
         service.metrics.duplicates.labels("alertmanager").inc()
         return "duplicate", incident.id
-    service.correlator.remember(incident.id, cause_keys(incident)[0])
+    service.correlator.remember(incident.id, own)
     service.metrics.incidents.labels("alertmanager").inc()
     service.worker.accepted(run_id, settings.alert_settle_s)
     return "accepted", incident.id

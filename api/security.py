@@ -1,5 +1,6 @@
 """Door checks for the service: bearer tokens and HMAC signatures compared in constant time, a
-replay window, and a per-source rate limit. Secrets are SecretStr and never appear in messages."""
+replay window, and a per-credential rate limit checked after them. Secrets are SecretStr and never
+appear in messages."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ import base64
 import binascii
 import hashlib
 import hmac
-import threading
+import math
 import time
-from collections import defaultdict
 from typing import Any
 
 from fastapi import HTTPException, Request, status
@@ -98,22 +98,39 @@ def require_signature(request: Request, body: bytes, secret: SecretStr, window_s
 
 
 class RateLimiter:
-    """A token bucket per (door, source address)."""
+    """A moving window of `per_minute` requests per (door, credential), checked after authentication.
+
+    The key is who authenticated (an approver id, "api-token", a Slack workspace), never a source
+    address: a noisy or unauthenticated neighbour cannot use up a real sender's allowance, and the keys
+    are as few as the configured credentials (the `limits` library's memory storage expires them).
+    Alertmanager and PagerDuty are never rate-limited (see ALERT_DOORS).
+    """
 
     def __init__(self, per_minute: int) -> None:
-        self._rate = per_minute / 60.0
-        self._burst = float(per_minute)
-        self._buckets: dict[tuple[str, str], tuple[float, float]] = defaultdict(lambda: (self._burst, time.monotonic()))
-        self._lock = threading.Lock()
+        from limits import RateLimitItemPerMinute
+        from limits.storage import MemoryStorage
+        from limits.strategies import MovingWindowRateLimiter
 
-    def check(self, door: str, source: str) -> None:
-        with self._lock:
-            tokens, last = self._buckets[(door, source)]
-            now = time.monotonic()
-            tokens = min(self._burst, tokens + (now - last) * self._rate)
-            if tokens < 1:
-                self._buckets[(door, source)] = (tokens, now)
-                raise HTTPException(
-                    status.HTTP_429_TOO_MANY_REQUESTS, f"rate limit for {door} exceeded", headers={"Retry-After": "1"}
-                )
-            self._buckets[(door, source)] = (tokens - 1, now)
+        self._item = RateLimitItemPerMinute(per_minute)
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    def check(self, door: str, credential: str) -> None:
+        if door in ALERT_DOORS:
+            return
+        if not self._limiter.hit(self._item, door, credential):
+            reset = self._limiter.get_window_stats(self._item, door, credential).reset_time
+            retry = max(1, math.ceil(reset - time.time()))
+            message = f"rate limit for {door} exceeded"
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, message, headers={"Retry-After": str(retry)})
+
+
+# Alerts are never refused for load: these doors get backpressure (503 + Retry-After, which Alertmanager
+# and PagerDuty retry) only when the database cannot keep up (api/deps.py store_write).
+ALERT_DOORS = frozenset({"alertmanager", "pagerduty", "incident"})
+
+
+def credential_of(request: Request, service: Any) -> str:
+    """A name for the credential a request authenticated with, for its rate limit; never the secret."""
+    token = bearer_token(request)
+    person = service.approvers.by_token(token) if token else None
+    return f"approver:{person.id}" if person is not None else "api-token"

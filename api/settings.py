@@ -133,7 +133,19 @@ class Settings(BaseSettings):
     )
     webhook_replay_window_s: int = Field(default=300, gt=0, description="signed webhooks older than this are refused")
     max_body_bytes: int = Field(default=1_000_000, gt=0, description="larger request bodies get 413")
-    rate_limit_per_minute: int = Field(default=600, gt=0, description="requests per source address and door")
+    rate_limit_per_minute: int = Field(
+        default=600,
+        gt=0,
+        description="requests per credential and door on REST, approvals and chat, counted after authentication; "
+        "Alertmanager, PagerDuty and the incident webhook are never rate-limited",
+    )
+    ingest_wait_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description="how long a webhook waits for the database to commit an alert before answering 503 with "
+        "Retry-After (the sender retries; nothing is lost)",
+    )
     m5_precision_target: float = Field(
         default=0.95, ge=0, le=1, description="the M5 precision line on the dashboard (autonomous no-action)"
     )

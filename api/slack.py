@@ -5,18 +5,23 @@ thread; a question about past incidents is answered from history with citations 
 created); status, approve, reject and help are answered; `/mitigate triage|ask|status|approve|reject`;
 the summary comes back as Block Kit with Approve/Reject buttons that resume the paused run, the
 clicking user recorded as approver and checked against an allowed list.
-Bolt verifies every request's signature and its replay window (401 otherwise) before any handler runs.
+The route verifies every request's signature and replay window (401 otherwise) on the raw bytes, then
+checks the body's shape (api/chat_bodies.py), and only then hands it to Bolt, which verifies it again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
 from slack_bolt import Ack, App, BoltRequest, Respond, Say
 from slack_sdk import WebClient
 
@@ -24,11 +29,14 @@ from agent.intents import clean, route
 from agent.schemas import Incident
 from api.approvals_flow import Identity, audit_refusal
 from api.ask import status_answer, which_run
+from api.chat_bodies import SlackCommand, SlackEventEnvelope, SlackInteraction
 from api.chat_intents import question_answer, reply
 from api.chat_summary import summarize
 from api.deps import client_of, read_body
+from api.input_checks import BadInput, check_storable, decode_utf8, parse_json
 from api.intake import accept_incident, submit_decision
 from api.lookup import full_run_id
+from api.openapi_bodies import json_body
 from api.runs import RunOutcome
 from api.slack_blocks import APPROVE, REJECT, blocks, escape, fallback_text
 
@@ -54,6 +62,7 @@ class SlackBot:
         # run id -> (channel, ts) of its message: later outcomes edit it and reply in its thread. In
         # memory: after a restart a later outcome is posted as a new message.
         self.messages: dict[str, tuple[str, str]] = {}
+        self.signing_secret = settings.slack_signing_secret.get_secret_value()
         self.client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
         self.app = App(
             client=self.client,
@@ -234,27 +243,87 @@ def claimed_approval(body: bytes) -> tuple[str, str, bool] | None:
         verb, _, rest = (form.get("text") or [""])[0].strip().partition(" ")
         if verb in ("approve", "reject") and rest:
             return rest.strip()[:64], (form.get("user_id") or [""])[0][:64], verb == "approve"
-    except (UnicodeDecodeError, ValueError, AttributeError, TypeError):
+    except (UnicodeDecodeError, ValueError, AttributeError, TypeError, IndexError, KeyError, RecursionError):
         return None
     return None
+
+
+def _unverified(text: str) -> str:
+    """A claimed id kept for the audit of a refused request: text a database cannot store is replaced."""
+    return "".join("\ufffd" if c == "\x00" or "\ud800" <= c <= "\udfff" else c for c in text)
+
+
+def slack_signature_ok(secret: str, body: bytes, timestamp: str, signature: str, window_s: int = 300) -> bool:
+    """Slack's v0 signature over the raw bytes (slack_sdk's verifier decodes the body first, so a signed
+    body that is not UTF-8 would never reach the 400 it deserves)."""
+    try:
+        if abs(time.time() - int(timestamp)) > window_s:
+            return False
+    except ValueError:
+        return False
+    expected = "v0=" + hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
+
+
+def _checked_body(body: bytes, content_type: str) -> None:
+    """A verified Slack body, shaped before Bolt or a listener reads it: UTF-8, a form or JSON, bounded
+    nesting, storable text, and the fields the listeners use (4xx otherwise, never a listener's crash)."""
+    text = decode_utf8(body)
+    if content_type.startswith("application/json"):
+        SlackEventEnvelope.model_validate(parse_json(body))
+        return
+    try:
+        form = parse_qs(text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=200)
+    except ValueError as exc:
+        raise BadInput(status.HTTP_400_BAD_REQUEST, f"body is not a form: {exc}") from None
+    check_storable({key: values for key, values in form.items()})
+    if "payload" in form:
+        SlackInteraction.model_validate(parse_json(form["payload"][0].encode()))
+    elif "command" in form:
+        SlackCommand.model_validate({key: values[0] for key, values in form.items()})
+    else:
+        raise BadInput(status.HTTP_400_BAD_REQUEST, "a Slack form carries a slash command or an interaction payload")
 
 
 def slack_router(bot: SlackBot) -> APIRouter:
     router = APIRouter(tags=["chat"])
 
-    @router.post("/slack/events", summary="Slack Events API, interactivity and slash commands (signed)")
+    @router.post(
+        "/slack/events",
+        summary="Slack Events API, interactivity and slash commands (signed)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    **json_body(SlackEventEnvelope)["requestBody"]["content"],
+                    **json_body(SlackCommand, "application/x-www-form-urlencoded")["requestBody"]["content"],
+                },
+            }
+        },
+    )
     async def events(request: Request) -> Response:
-        bot.service.limiter.check("slack", client_of(request))
-        body = await read_body(request, bot.service.settings.max_body_bytes)
-        bolt_request = BoltRequest(
-            body=body.decode("utf-8"), query=str(request.query_params), headers=dict(request.headers)
-        )
+        service = bot.service
+        body = await read_body(request, service.settings.max_body_bytes)
+        # The signature first, over the raw bytes: nothing parses an unverified body but the audit of
+        # what a refused approval claimed (claimed_approval, which trusts nothing).
+        headers = request.headers
+        if not slack_signature_ok(
+            bot.signing_secret, body, headers.get("x-slack-request-timestamp", ""), headers.get("x-slack-signature", "")
+        ):
+            if (claim := claimed_approval(body)) is not None:
+                run_id, user, approved = (_unverified(claim[0]), _unverified(claim[1]), claim[2])
+                identity = Identity(None, "slack", user, f"{client_of(request)} (unverified)")
+                message = "the Slack request signature did not verify"
+                await run_in_threadpool(audit_refusal, service.store.recorder, run_id, identity, approved, message)
+            return Response(status_code=401, content="invalid request signature")
+        service.limiter.check("slack", "signing-secret")
+        try:
+            _checked_body(body, headers.get("content-type", ""))
+        except ValidationError as exc:
+            errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False)]
+            raise BadInput(status.HTTP_422_UNPROCESSABLE_CONTENT, f"not a Slack request: {errors}") from None
+        bolt_request = BoltRequest(body=body.decode("utf-8"), query=str(request.query_params), headers=dict(headers))
         response = await run_in_threadpool(bot.app.dispatch, bolt_request)
-        if response.status == 401 and (claim := claimed_approval(body)) is not None:
-            run_id, user, approved = claim  # what the unverified request claims; audited as refused
-            identity = Identity(None, "slack", user, f"{client_of(request)} (unverified)")
-            message = "the Slack request signature did not verify"
-            await run_in_threadpool(audit_refusal, bot.service.store.recorder, run_id, identity, approved, message)
         return Response(
             status_code=response.status, content=response.body, headers=response.first_headers_without_set_cookie()
         )

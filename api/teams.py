@@ -10,7 +10,6 @@ framework's own JWT validation (CloudAdapter); outbound replies go to the activi
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -20,13 +19,17 @@ from botbuilder.schema import Activity, ConversationReference
 from botframework.connector.auth import PasswordServiceClientCredentialFactory, ServiceClientCredentialsFactory
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
 
 from agent.schemas import Incident
 from api.approvals_flow import Identity, audit_refusal
+from api.chat_bodies import TeamsActivity
 from api.chat_intents import reply
 from api.chat_summary import ChatSummary, decided, summarize
 from api.deps import client_of, read_body
+from api.input_checks import parse_json
 from api.intake import accept_incident, submit_decision
+from api.openapi_bodies import json_body
 from api.runs import RunOutcome
 from api.teams_card import card
 
@@ -157,14 +160,22 @@ class _BotConfig:
 def teams_router(bot: TeamsBot) -> APIRouter:
     router = APIRouter(tags=["chat"])
 
-    @router.post("/teams/messages", summary="Bot Framework activities from Teams (JWT-authenticated)")
+    @router.post(
+        "/teams/messages",
+        summary="Bot Framework activities from Teams (JWT-authenticated)",
+        openapi_extra=json_body(TeamsActivity),
+    )
     async def messages(request: Request) -> Response:
-        bot.service.limiter.check("teams", client_of(request))
         body = await read_body(request, bot.service.settings.max_body_bytes)
+        # The token's checks need the activity's channel id and service URL, so the body is read first,
+        # but only by the bounded parser (UTF-8, JSON, nesting, storable text; 4xx otherwise) and the
+        # shape check; botbuilder's deserializer and the bot see it only once the token validated.
+        document = parse_json(body)
         try:
-            activity = Activity().deserialize(json.loads(body))
-        except ValueError:
-            return Response(status_code=400, content="body is not an activity")
+            TeamsActivity.model_validate(document)
+            activity = Activity().deserialize(document)
+        except (ValidationError, ValueError, TypeError, AttributeError, KeyError) as exc:
+            return Response(status_code=400, content=f"body is not an activity: {type(exc).__name__}")
         auth = bot.adapter.bot_framework_authentication
         try:
             # The framework's own validation: signature against the channel's published keys, issuer,
@@ -180,6 +191,7 @@ def teams_router(bot: TeamsBot) -> APIRouter:
                 message = "the Bot Framework token did not validate"
                 await run_in_threadpool(audit_refusal, bot.service.store.recorder, run_id, identity, approved, message)
             return Response(status_code=401, content="unauthorized")
+        bot.service.limiter.check("teams", "bot-framework")  # after the token: one credential, the channel's
         invoke = await bot.adapter.process_activity(authenticated, activity, bot.on_turn)
         if invoke is not None:
             return Response(status_code=invoke.status, content=str(invoke.body or ""))

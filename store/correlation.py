@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,14 +45,67 @@ def cause_keys(incident: Incident) -> tuple[list[str], list[str]]:
 class Correlator:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
+        self._engine: Engine = sessions.kw["bind"]
 
     def remember(self, incident_id: str, keys: list[str]) -> None:
+        if not keys:
+            return
+        rows = [{"incident_id": incident_id, "key": key[:300], "kind": "cause", "created_at": _now()} for key in keys]
         try:
-            with self._sessions.begin() as session:
-                for key in keys:
-                    session.add(IncidentKeyRow(incident_id=incident_id, key=key[:300], kind="cause"))
+            with self._engine.begin() as connection:  # Core, one statement: this is on the webhook's ack path
+                connection.execute(insert(IncidentKeyRow), rows)
         except IntegrityError:  # a repeated delivery of the same alert: its keys are there already
             return
+
+    def join_for(
+        self,
+        correlation_key: str | None,
+        group_since: datetime,
+        wanted: list[str],
+        cause_since: datetime,
+        touched_since: datetime,
+    ) -> tuple[str, str, str] | None:
+        """(incident id, "group" or "cause", why) of the open incident a new alert joins: its group's
+        first open incident (when `correlation_key` is given), else one it shares a cause with. Both
+        lookups on one connection with Core statements: this runs before every alert's 202."""
+        with self._engine.connect() as connection:
+            if correlation_key is not None:
+                primary = connection.execute(
+                    select(IncidentRow.id)
+                    .where(
+                        IncidentRow.correlation_key == correlation_key,
+                        IncidentRow.received_at >= group_since,
+                        IncidentRow.status.not_in(CLOSED_STATUSES),
+                        IncidentRow.status.not_like("%alert_resolved"),
+                    )
+                    .order_by(IncidentRow.received_at)
+                    .limit(1)
+                ).scalar()
+                if primary is not None:
+                    return primary, "group", f"same Alertmanager group as open incident {primary}"
+            if not wanted:
+                return None
+            rows = connection.execute(
+                select(
+                    IncidentKeyRow.incident_id,
+                    IncidentKeyRow.kind,
+                    IncidentKeyRow.key,
+                    IncidentKeyRow.run_id,
+                    IncidentKeyRow.created_at,
+                    IncidentRow.status,
+                )
+                .join(IncidentRow, IncidentRow.id == IncidentKeyRow.incident_id)
+                .where(IncidentKeyRow.key.in_(wanted))
+                .order_by(IncidentKeyRow.created_at)
+            ).all()
+        for row in rows:  # as sharing_cause: an own action first, then a shared cause
+            if row.kind == "touched" and _open(row.status) and _aware(row.created_at) >= touched_since:
+                why = f"likely caused by mitigate's own action: run {row.run_id} changed {row.key}"
+                return row.incident_id, "cause", why
+        for row in rows:
+            if row.kind == "cause" and _open(row.status) and _aware(row.created_at) >= cause_since:
+                return row.incident_id, "cause", f"shares {row.key} with open incident {row.incident_id}"
+        return None
 
     def open_incident_for(self, correlation_key: str, since: datetime) -> str | None:
         """The first incident of this correlation group received since `since` that is still open."""
@@ -130,6 +183,12 @@ class Correlator:
                 # (queued, or in its settle time) reads it when it starts.
                 primary.payload = _with_related(primary.payload, incident)
             return True
+
+
+def _now() -> datetime:
+    from datetime import UTC
+
+    return datetime.now(UTC)
 
 
 def _open(status: str) -> bool:

@@ -239,6 +239,11 @@ def test_health_ready_and_metrics(client):
     assert 'mitigate_alerts_deduplicated_total{source="alertmanager"} 1.0' in text
     assert 'mitigate_runs_total{status="mitigated"} 1.0' in text
     assert "mitigate_triage_seconds_count 1.0" in text
+    # The queue, read from the database at scrape time: nothing waits, one run mitigated, none failed.
+    assert 'mitigate_runs{status="mitigated"} 1.0' in text and 'mitigate_runs{status="failed"} 0.0' in text
+    assert 'mitigate_runs{status="queued"} 0.0' in text and "mitigate_queue_oldest_age_seconds 0.0" in text
+    assert "mitigate_worker_last_heartbeat_timestamp_seconds{replica=" in text
+    assert 'mitigate_database_seconds_count{operation="ingest"} 2.0' in text
 
 
 def _pd(event_type: str = "incident.triggered") -> dict:
@@ -291,10 +296,27 @@ def test_pagerduty_webhook(pd_client):
     assert body["source"] == "pagerduty"
 
 
-def test_each_source_is_rate_limited(tmp_path):
+def test_authenticated_alerts_are_never_rate_limited_and_people_are_limited_per_credential(tmp_path):
+    def incident(i: int) -> dict:
+        return {"id": f"RL-{i}", "title": "429 throttling, queue backlog on all replicas"}
+
     with TestClient(create_app(_settings(tmp_path, rate_limit_per_minute=3))) as limited:
-        codes = [_am(limited, _am_payload(alertname=f"A{i}")).status_code for i in range(5)]
-    assert codes[:3] == [202, 202, 202] and codes[3:] == [429, 429]
+        # Noise first: unauthenticated posts on every door are refused by authentication, counted nowhere.
+        noise = [_am(limited, _am_payload(alertname=f"N{i}"), token="wrong").status_code for i in range(10)]
+        noise += [limited.post("/incidents", json=incident(i)).status_code for i in range(10)]
+        assert set(noise) == {401}
+        alerts = [_am(limited, _am_payload(alertname=f"A{i}")).status_code for i in range(8)]
+        assert alerts == [202] * 8  # Alertmanager is never told 429, whatever the limit
+        shared = {"Authorization": f"Bearer {API_TOKEN}"}
+        rest = [limited.post("/incidents", json=incident(i), headers=shared) for i in range(5)]
+        assert [r.status_code for r in rest] == [202, 202, 202, 429, 429]
+        assert int(rest[3].headers["retry-after"]) >= 1
+        alice = {"Authorization": f"Bearer {TOKENS['alice']}"}  # another credential has its own allowance
+        assert limited.post("/incidents", json=incident(9), headers=alice).status_code == 202
+        metrics = limited.get("/metrics").text
+    assert 'mitigate_requests_rejected_total{code="401",door="alertmanager"} 10.0' in metrics
+    assert 'mitigate_requests_rejected_total{code="401",door="rest"} 10.0' in metrics
+    assert 'mitigate_requests_rejected_total{code="429",door="rest"} 2.0' in metrics
 
 
 def test_secrets_never_reach_the_logs(tmp_path, caplog):
@@ -306,3 +328,16 @@ def test_secrets_never_reach_the_logs(tmp_path, caplog):
         _am(client, _am_payload(), token="wrong-token-guess")
     for secret in (AM_TOKEN, API_TOKEN, HMAC_KEY, "wrong-token-guess"):
         assert secret not in caplog.text
+
+
+def test_the_queue_gauges_see_a_waiting_run(tmp_path):
+    # An alert that must settle for an hour waits queued: the scrape reads it from the database.
+    with TestClient(create_app(_settings(tmp_path, alert_settle_s=3600))) as waiting:
+        assert _am(waiting, _am_payload()).status_code == 202
+        time.sleep(1.1)  # the oldest queued run's age is what is measured, so some must pass
+        text = waiting.get("/metrics").text
+    assert 'mitigate_runs{status="queued"} 1.0' in text
+    age = float(
+        next(line for line in text.splitlines() if line.startswith("mitigate_queue_oldest_age_seconds ")).split()[1]
+    )
+    assert 1.0 <= age < 60

@@ -102,6 +102,10 @@ class MiniLMEmbedder:
             import onnxruntime
             from tokenizers import Tokenizer
 
+            from tools.no_phone_home import quiet_onnxruntime
+
+            quiet_onnxruntime(onnxruntime)
+
             model = self._model_path or package_file(MODEL_PACKAGE, MODEL_FILE, MODEL_SHA256)
             vocab = self._tokenizer_path or package_file(TOKENIZER_PACKAGE, TOKENIZER_FILE, TOKENIZER_SHA256)
             tokenizer = Tokenizer.from_file(str(vocab))

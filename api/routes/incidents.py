@@ -8,21 +8,36 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from agent.schemas import Incident
-from api.deps import ServiceDep, client_of
+from api.deps import ServiceDep, read_body, store_write
+from api.input_checks import parse_model
 from api.intake import accept_incident
 from api.lookup import BadCursor, incidents_page
-from api.security import require_reader
+from api.openapi_bodies import json_body
+from api.security import credential_of, require_reader
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, summary="Triage an incident (bearer token)")
-async def create_incident(incident: Incident, request: Request, service: ServiceDep) -> dict[str, Any]:
-    service.limiter.check("rest", client_of(request))
-    require_reader(request, service)
-    run_id = await run_in_threadpool(accept_incident, service, incident, "rest", incident.model_dump(mode="json"))
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Triage an incident (bearer token)",
+    openapi_extra=json_body(Incident),
+)
+async def create_incident(request: Request, service: ServiceDep) -> dict[str, Any]:
+    require_reader(request, service)  # authenticate, then limit, then read and parse
+    service.limiter.check("rest", credential_of(request, service))
+    body = await read_body(request, service.settings.max_body_bytes)
+    try:
+        incident = parse_model(body, Incident)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+    raw = incident.model_dump(mode="json")
+    run_id = await store_write(service, lambda: accept_incident(service, incident, "rest", raw))
     return {"incident_id": incident.id, "run_id": run_id, "duplicate": run_id is None}
 
 
