@@ -6,6 +6,8 @@ longer than the retention, they are deleted. The audit trail stays whole: the in
 run with its final report and labels, every action with its dry run and result, every approval and
 approval attempt, every SLA check. Runs still queued, running, retrying or waiting for an approval are
 never touched, whatever their age. Deletion goes in small batches so ingest keeps its write turn.
+On PostgreSQL the job queue's finished jobs (and their events) go after the same retention: a job is a
+delivery receipt, the run row is the record.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Delete, Engine, column, delete, inspect, select, table, update
+from sqlalchemy import Delete, Engine, column, delete, inspect, select, table, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.models import RunRow, RunStepRow
@@ -43,11 +45,13 @@ class PruneReport:
     runs: int = 0
     checkpoint_rows: int = 0
     step_rows: int = 0
+    queue_jobs: int = 0
 
     def describe(self) -> str:
+        jobs = f", {self.queue_jobs} finished queue jobs" if self.queue_jobs else ""
         return (
             f"pruned {self.runs} finished runs: {self.checkpoint_rows} checkpoint rows and {self.step_rows} step "
-            "rows deleted (incidents, reports, actions, approvals and SLA checks kept)"
+            f"rows deleted{jobs} (incidents, reports, actions, approvals and SLA checks kept)"
         )
 
 
@@ -76,7 +80,32 @@ def prune(
                 .values(pruned_at=datetime.now(UTC), updated_at=RunRow.updated_at)  # keep when it finished
             )
             report.runs += len(run_ids)
+    if "procrastinate_jobs" in present and (max_runs is None or report.runs < max_runs):
+        report.queue_jobs = _prune_finished_jobs(engine, older_than)
     return report
+
+
+# procrastinate's own `delete_old_jobs` query (procrastinate/sql/queries.sql): a job whose latest event is
+# final and older than the retention; its events go with it (ON DELETE CASCADE).
+_FINISHED_JOBS = text(
+    """
+    DELETE FROM procrastinate_jobs WHERE id IN (
+        SELECT job.id FROM (
+            SELECT DISTINCT ON (job.id) job.id, job.status, event.at AS latest_at
+            FROM procrastinate_jobs job JOIN procrastinate_events event ON job.id = event.job_id
+            ORDER BY job.id, event.at DESC
+        ) AS job
+        WHERE job.status IN ('succeeded', 'failed', 'cancelled', 'aborted')
+          AND job.latest_at < NOW() - make_interval(secs => :seconds)
+    )
+    """
+)
+
+
+def _prune_finished_jobs(engine: Engine, older_than: timedelta) -> int:
+    with engine.begin() as connection:
+        found = connection.execute(_FINISHED_JOBS, {"seconds": older_than.total_seconds()})
+        return max(found.rowcount or 0, 0)
 
 
 def _next_batch(session: Session, cutoff: datetime, batch: int) -> list[str]:

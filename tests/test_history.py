@@ -325,6 +325,45 @@ def test_prune_deletes_finished_runs_checkpoints_and_steps_and_keeps_the_audit_t
     assert prune(store.engine, timedelta(0)).runs == 0  # already pruned: nothing to do again
 
 
+@pytest.mark.postgres
+def test_prune_deletes_the_queues_finished_jobs_and_keeps_the_pending_ones() -> None:
+    from sqlalchemy import text
+
+    from store.retention import prune
+
+    jobs = "SELECT id FROM procrastinate_jobs WHERE queue_name = 'retention-test'"
+    with postgres_schema_url() as url:
+        store = open_store(Settings(database_url=url))  # migrated: the queue's tables exist
+        # As the queue does it: deferred (todo), taken (doing), finished; its triggers write the events.
+        with store.engine.begin() as conn:
+            for _ in range(3):
+                conn.execute(
+                    text(
+                        "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status) "
+                        "VALUES ('retention-test', 'run', '{}', 'todo')"
+                    )
+                )
+        with store.engine.begin() as conn:
+            taken = [row[0] for row in conn.execute(text(jobs + " ORDER BY id LIMIT 2"))]
+            conn.execute(text("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = ANY(:ids)"), {"ids": taken})
+        for job, final in zip(taken, ("succeeded", "failed"), strict=True):
+            with store.engine.begin() as conn:
+                conn.execute(
+                    text("UPDATE procrastinate_jobs SET status = CAST(:s AS procrastinate_job_status) WHERE id = :id"),
+                    {"s": final, "id": job},
+                )
+
+        def statuses() -> list[str]:
+            query = "SELECT status::text FROM procrastinate_jobs WHERE queue_name = 'retention-test' ORDER BY 1"
+            with store.engine.connect() as conn:
+                return [row[0] for row in conn.execute(text(query))]
+
+        assert prune(store.engine, timedelta(days=1)).queue_jobs == 0  # finished just now: kept
+        assert statuses() == ["failed", "succeeded", "todo"]
+        assert prune(store.engine, timedelta(0)).queue_jobs == 2
+        assert statuses() == ["todo"]  # a job still to do is never a receipt to delete
+
+
 def test_serve_prunes_by_itself_and_the_cli_prunes_on_demand(tmp_path):
     import os
     import subprocess
