@@ -413,3 +413,18 @@ def test_an_approved_run_whose_worker_died_after_acting_finishes_elsewhere_witho
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_metrics_report_the_heartbeat_of_every_live_queue_worker(pg_url: str) -> None:
+    """On PostgreSQL the heartbeats on /metrics are the queue's own, so any replica reports every worker
+    (the 'no live worker' alert of deploy/prometheus/mitigate-alerts.yml reads them)."""
+    from api.app import queue_heartbeats
+    from api.settings import Settings
+    from api.wiring import open_store
+
+    store = open_store(Settings(database_url=pg_url))  # migrated: the queue's tables exist
+    assert queue_heartbeats(store.engine) == {}  # no worker has started
+    with store.engine.begin() as conn:
+        conn.execute(text("INSERT INTO procrastinate_workers DEFAULT VALUES"))
+    beats = queue_heartbeats(store.engine)
+    assert len(beats) == 1 and abs(next(iter(beats.values())) - time.time()) < 60
