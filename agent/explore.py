@@ -105,7 +105,9 @@ def ask_model(state: ExploreState, runtime: Runtime[ExploreRun]) -> dict[str, An
         for c in (message.tool_calls or [])
         if getattr(c, "function", None) is not None
     ]
-    said: dict[str, Any] = {"role": "assistant", "content": message.content}
+    # An empty string, never null: llama.cpp's OpenAI-compatible server answers 500 to an assistant
+    # turn whose content is null, which is what a tool-calling turn carries (found in the live run).
+    said: dict[str, Any] = {"role": "assistant", "content": message.content or ""}
     if calls:
         said["tool_calls"] = [
             {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}

@@ -13,7 +13,9 @@ Each request to /v1/chat/completions takes the next scripted behaviour:
                     hangs for a minute); with it, the server stops there (`finish_reason: length`)
 With an empty script, `responder(request_body)` (when given) picks the behaviour: a scripted model.
 With `json_schema=False` it refuses `response_format: json_schema` as llama-cpp-python's server does
-(a 500 naming the field), before the script is consulted.
+(a 500 naming the field), before the script is consulted. With `null_content=False` it refuses, as
+llama-cpp-python's server does, a request whose messages carry `"content": null` (an echoed tool-call
+turn written that way) with a 500.
 """
 
 from __future__ import annotations
@@ -39,10 +41,26 @@ LLAMA_CPP_REFUSAL = {
     }
 }
 
+# A 500 shaped as llama-cpp-python's server (0.3) gave it in the live run for a message whose content
+# is null (its pydantic validation error; the wording here is ours).
+LLAMA_CPP_NULL_CONTENT = {
+    "error": {
+        "message": "1 validation error:\n  {'type': 'string_type', 'loc': ('body', 'messages', 2, 'content'), "
+        "'msg': 'Input should be a valid string', 'input': None}",
+        "type": "internal_server_error",
+        "param": None,
+        "code": None,
+    }
+}
+
 
 class FakeOpenAI:
     def __init__(
-        self, responder: Callable[[dict[str, Any]], tuple[str, Any]] | None = None, *, json_schema: bool = True
+        self,
+        responder: Callable[[dict[str, Any]], tuple[str, Any]] | None = None,
+        *,
+        json_schema: bool = True,
+        null_content: bool = True,
     ) -> None:
         self.script: deque[tuple[str, Any]] = deque()
         self.requests: list[dict[str, Any]] = []
@@ -57,6 +75,9 @@ class FakeOpenAI:
                 fake.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                 if not json_schema and (body.get("response_format") or {}).get("type") == "json_schema":
                     self._send(500, LLAMA_CPP_REFUSAL)
+                    return
+                if not null_content and any(m.get("content", "") is None for m in body.get("messages", [])):
+                    self._send(500, LLAMA_CPP_NULL_CONTENT)
                     return
                 if fake.script:
                     kind, value = fake.script.popleft()

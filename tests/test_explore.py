@@ -143,6 +143,20 @@ def test_parallel_calls_in_one_turn_each_get_their_tool_message_in_order(fake, h
     assert cluster.executed == [] and cluster.dry_runs == []
 
 
+def test_a_tool_call_turn_is_echoed_so_a_llama_cpp_server_accepts_it(history, cluster):
+    # llama.cpp's server refuses an echoed assistant turn whose content is null (a 500 ends the loop as an
+    # LLM failure after one step); the echo must carry a string.
+    with FakeOpenAI(null_content=False) as strict:
+        strict.script.extend(
+            [("tool_calls", [("search_incidents", {"text": "High408 llama-70b"})]), ("text", "INC-408-1 again")]
+        )
+        exploration = _explore(strict, _explorer(history, cluster))
+        echoed = strict.requests[1]["body"]["messages"][2]
+    assert echoed["role"] == "assistant" and echoed["content"] == "" and echoed["tool_calls"]
+    assert exploration["stop_reason"] == "done" and exploration["steps"] == 2
+    assert "INC-408-1 again" in exploration["conclusion"]
+
+
 def test_a_forbidden_tool_is_refused_recorded_and_the_loop_goes_on(fake, history, cluster):
     fake.script.extend(
         [
