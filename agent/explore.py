@@ -18,7 +18,8 @@ import math
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC
 from typing import Any, Literal, TypedDict
 
 from langchain_core.runnables import RunnableConfig
@@ -240,7 +241,13 @@ class Explorer:
             "stop_reason": "",
             "conclusion": "",
         }
-        context = ExploreRun(engine, self.registry, self.sources, self.budget, time.monotonic())
+        # This run's incident for the tools that read relative to it (history leaves it out; changes say
+        # how long before its start they happened). A copy: the Explorer's sources are shared by runs.
+        impact = incident.started_at
+        if impact is not None and impact.tzinfo is None:
+            impact = impact.replace(tzinfo=UTC)
+        sources = replace(self.sources, incident_id=incident.id, impact=impact)
+        context = ExploreRun(engine, self.registry, sources, self.budget, time.monotonic())
         # durability="exit": a checkpointed parent run's "sync" would otherwise be inherited, and a graph
         # without a checkpointer then waits on a checkpoint write it never made (LangGraph 1.2).
         limit: RunnableConfig = {"recursion_limit": 2 * self.budget.max_steps + 4}

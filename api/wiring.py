@@ -44,6 +44,7 @@ def make_explorer(settings: Settings, cluster: Any, metrics: Any, retriever: Any
         return None
     from agent.explore import ExploreBudget, Explorer
     from store.incident_search import IncidentSearch
+    from tools.investigate import Bounds, KubeSource
     from tools.read_tools.catalog import READ_TOOLS
     from tools.read_tools.registry import ReadSources
     from tools.read_tools.sources import ReadOnlyCluster, RetrieverSearch
@@ -55,6 +56,11 @@ def make_explorer(settings: Settings, cluster: Any, metrics: Any, retriever: Any
         metrics=metrics,
         postmortems=RetrieverSearch(retriever) if retriever is not None else None,
         incidents=IncidentSearch(recorder.sessions) if isinstance(recorder, StoreRecorder) else None,
+        # The deterministic investigation's handles and bounds (make_investigator), for its own functions.
+        kube=KubeSource(cluster.apps.api_client, policy.allowed_namespaces) if cluster is not None else None,
+        trends=metrics,
+        store=recorder.sessions if isinstance(recorder, StoreRecorder) else None,
+        bounds=Bounds(changes_hours=settings.investigate_hours),
     )
     budget = ExploreBudget(settings.explore_max_steps, settings.explore_max_tokens, settings.explore_max_seconds)
     return Explorer(READ_TOOLS, sources, budget)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from tests.fake_openai import FakeOpenAI
 from tests.fakes import FakeCluster
 from tests.history import seed
 from tests.waiting import until
+from tools.investigate import Bounds, KubeSource
 from tools.metrics import PrometheusMetrics
 from tools.read_tools.catalog import READ_TOOLS, Signal
 from tools.read_tools.registry import ReadSources
@@ -49,11 +51,16 @@ def fake() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture
-def history(tmp_path: Path) -> IncidentSearch:
+def sessions(tmp_path: Path) -> Any:
     engine = make_engine(f"sqlite:///{tmp_path}/history.db")
     migrate(engine)
-    sessions = session_factory(engine)
-    seed(StoreRecorder(sessions))
+    made = session_factory(engine)
+    seed(StoreRecorder(made))
+    return made
+
+
+@pytest.fixture
+def history(sessions: Any) -> IncidentSearch:
     return IncidentSearch(sessions)
 
 
@@ -305,3 +312,130 @@ def test_the_dashboard_shows_the_investigation_with_every_call(tmp_path, fake, h
     refused = "<strong>refused</strong>: &#39;delete_deployment&#39; is not an allowed"
     assert "search_incidents" in page and refused in page
     assert "<b>ignore" not in page  # the incident's own markup is escaped
+
+
+# ---- the deterministic investigation's functions as tools ----------------------------------------------
+
+FAST = Bounds(timeout_s=1.0)
+
+
+def _unreachable_kube() -> KubeSource:
+    """The official client aimed at a port nobody listens on: real reads that get no answer."""
+    from kubernetes import client
+
+    return KubeSource(client.ApiClient(client.Configuration(host="https://127.0.0.1:9")), NAMESPACES)
+
+
+def _all_sources(history: IncidentSearch, cluster: FakeCluster, sessions: Any) -> ReadSources:
+    prometheus = PrometheusMetrics("http://127.0.0.1:9", timeout_s=1)
+    return ReadSources(
+        NAMESPACES,
+        cluster=ReadOnlyCluster(cluster),
+        metrics=prometheus,
+        incidents=history,
+        kube=_unreachable_kube(),
+        trends=prometheus,
+        store=sessions,
+        bounds=FAST,
+    )
+
+
+def test_each_tool_is_offered_only_when_its_source_is_configured(history, cluster, sessions):
+    every = _all_sources(history, cluster, sessions)
+    offered = [spec["function"]["name"] for spec in READ_TOOLS.specs(every)]
+    assert offered == [
+        "deployment_state",
+        "node_state",
+        "serving_metrics",
+        "search_incidents",
+        "recent_changes",
+        "workload_state",
+        "metric_trend",
+        "incident_history",
+    ]  # no postmortem index configured here
+    for source, tools in (
+        ("kube", {"recent_changes", "workload_state"}),
+        ("trends", {"metric_trend"}),
+        ("store", {"incident_history"}),
+    ):
+        fewer = replace(every, **{source: None})
+        assert set(offered) - {s["function"]["name"] for s in READ_TOOLS.specs(fewer)} == tools
+        for tool in tools:  # and a model that calls one anyway is refused
+            outcome = READ_TOOLS.call(tool, "{}", fewer)
+            assert not outcome.ok and "is not an allowed tool" in str(outcome.error)
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "problem"),
+    [
+        ("recent_changes", {"namespace": "kube-system", "deployment": "coredns"}, "'kube-system' is not allowed"),
+        ("recent_changes", {"namespace": "llm-serving", "deployment": "llama-70b", "hours": 240}, "hours"),
+        ("recent_changes", {"namespace": "llm-serving", "deployment": "../secrets"}, "not a plain name"),
+        ("workload_state", {"deployment": "llama-70b"}, "a deployment needs its namespace"),
+        ("workload_state", {}, "name a deployment"),
+        ("workload_state", {"namespace": "llm-serving", "deployment": "x", "exec": "sh"}, "Extra inputs"),
+        ("metric_trend", {"namespace": "llm-serving", "model": 'x"} or vector(1) #'}, "not a plain name"),
+        ("metric_trend", {"namespace": "llm-serving", "model": "m", "signals": ["rate(up[5m])"]}, "signals"),
+        ("metric_trend", {"namespace": "llm-serving", "model": "m", "minutes": 100_000}, "minutes"),
+        ("metric_trend", {"namespace": "llm-serving"}, "name the service"),
+        ("incident_history", {"alertname": "High408", "days": 3650}, "days"),
+        ("incident_history", {"alertname": "a b"}, "not a plain name"),
+    ],
+)
+def test_investigation_tool_arguments_outside_the_allow_list_are_refused(
+    history, cluster, sessions, tool, arguments, problem
+):
+    outcome = READ_TOOLS.call(tool, json.dumps(arguments), _all_sources(history, cluster, sessions))
+    assert not outcome.ok and str(outcome.error).startswith("invalid arguments") and problem in str(outcome.error)
+    assert outcome.findings == [] and outcome.gaps == []
+
+
+def test_an_unreachable_cluster_or_prometheus_is_a_gap_of_the_investigation_tools(history, cluster, sessions):
+    sources = _all_sources(history, cluster, sessions)
+    target = json.dumps({"namespace": "llm-serving", "deployment": "llama-70b"})
+    started = time.monotonic()
+    for tool in ("recent_changes", "workload_state"):
+        outcome = READ_TOOLS.call(tool, target, sources)
+        assert outcome.ok and outcome.findings == []
+        assert outcome.gaps and outcome.gaps[0]["source"] == "kubernetes"
+        assert "Deployment llm-serving/llama-70b" in outcome.gaps[0]["reason"]
+    trend = READ_TOOLS.call("metric_trend", json.dumps({"namespace": "llm-serving", "model": "m"}), sources)
+    assert trend.ok and trend.gaps == [
+        {"source": "prometheus", "reason": "Prometheus unreachable (ConnectionError): no trend"}
+    ]
+    assert time.monotonic() - started < 10  # every read within its own deadline (1 s)
+
+
+def test_incident_history_through_the_loop_counts_the_alert_and_leaves_out_the_run_itself(history, cluster, sessions):
+    script: list[Any] = [
+        (
+            "tool_calls",
+            [
+                ("incident_history", {"alertname": "High408", "target": "llama-70b"}),
+                ("incident_history", {"alertname": "DiskFull", "target": "llama-70b", "days": 7}),
+            ],
+        ),
+        ("text", "High408 on llama-70b happened once before; M1 fixed it."),
+    ]
+    explorer = Explorer(READ_TOOLS, _all_sources(history, cluster, sessions), ExploreBudget())
+    with FakeOpenAI() as fake:
+        fake.script.extend(script)
+        exploration, _ = explorer.run(_llm(fake), Incident.model_validate(INCIDENT), {"deployment": "llama-70b"})
+        told = fake.requests[1]["body"]["messages"][3]["content"]
+    assert [c["ok"] for c in exploration["calls"]] == [True, True]
+    (seen,) = exploration["findings"]
+    assert seen["kind"] == "history" and seen["source"] == {"type": "incident_store", "incident_ids": ["INC-408-1"]}
+    assert seen["summary"].startswith("High408 on llama-70b seen 1 time(s) in 30 days")
+    last = seen["data"]["last"]
+    assert last["incident"] == "INC-408-1" and last["classified"] == "A3/timeout" and last["mitigation"] == "M1"
+    assert told.startswith("<tool_output>") and "INC-408-1" in told
+    assert exploration["gaps"] == [
+        {"source": "incident_store", "reason": "no earlier DiskFull on llama-70b in the last 7 days"}
+    ]
+    # Investigating INC-408-1 itself: it is not its own history.
+    itself = Incident.model_validate({**INCIDENT, "id": "INC-408-1"})
+    with FakeOpenAI() as fake:
+        fake.script.extend(script)
+        again, _ = explorer.run(_llm(fake), itself, {"deployment": "llama-70b"})
+    assert again["findings"] == [] and "no earlier High408 on llama-70b" in again["gaps"][0]["reason"]
+    assert cluster.executed == [] and cluster.dry_runs == []

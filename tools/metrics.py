@@ -139,6 +139,12 @@ class PrometheusMetrics:
         queries = self._queries(_matchers(incident))
         return {name: queries[name] for name in self.TREND_SERIES}
 
+    def series(self, names: list[str], where: str) -> dict[str, str]:
+        """These serving signals as PromQL for label matchers `where` (built only from values that
+        matched SAFE_LABEL_VALUE): the LLM's `metric_trend` tool asks for them by name, never by query."""
+        queries = self._queries(where)
+        return {name: queries[name] for name in names if name in queries}
+
     # ---- the triage's view --------------------------------------------------------------------
     def _incident_lookback(self, incident: Incident) -> str:
         """How far back `_peak` looks: from one rate window before the incident started (the window

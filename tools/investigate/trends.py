@@ -76,8 +76,16 @@ def describe_trend(name: str, points: list[tuple[float, float]]) -> dict[str, An
 
 
 def metric_trends(
-    prometheus_url: str, queries: Mapping[str, str], *, now: datetime, bounds: Bounds | None = None
+    prometheus_url: str,
+    queries: Mapping[str, str],
+    *,
+    now: datetime,
+    bounds: Bounds | None = None,
+    include_steady: bool = False,
 ) -> tuple[list[Finding], list[Gap]]:
+    """One finding per series that moved. `include_steady` (the LLM's `metric_trend` tool, which asked
+    for these series by name) also reports the steady ones, and a series with too few points as a gap:
+    to a model that asked, "no movement" and "no data" are answers too."""
     import requests
 
     bounds = bounds or Bounds()
@@ -112,7 +120,9 @@ def metric_trends(
             gaps.append(gap("prometheus", f"malformed answer for {name} ({exc}): no trend"))
             continue
         trend = describe_trend(name, points)
-        if trend is None or trend["state"] == "steady":
+        if trend is None and include_steady:
+            gaps.append(gap("prometheus", f"no data for {name} over the range ({len(points)} points): no trend"))
+        if trend is None or (trend["state"] == "steady" and not include_steady):
             continue
         when = f" since {trend['started'][11:16]} UTC" if trend["started"] else ""
         summary = (

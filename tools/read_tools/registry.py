@@ -9,11 +9,15 @@ import re
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError, ValidationInfo
+from sqlalchemy.orm import Session, sessionmaker
 
 from agent.findings import Finding, Findings, Gap, gap
+from tools.investigate.bounds import Bounds
+from tools.investigate.kube import KubeSource
 
 # A label value or Kubernetes name a tool will put into a query or an API path; never quoted, refused.
 LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.:-]{0,198}[A-Za-z0-9])?$")
@@ -27,19 +31,41 @@ class MetricsReader(Protocol):
     def instant(self, names: list[str], where: str) -> list[tuple[str, str, float | None]]: ...
 
 
+class TrendReader(Protocol):
+    """Prometheus as the investigation's trend reads it: its URL and the PromQL of named signals."""
+
+    url: str
+
+    def series(self, names: list[str], where: str) -> dict[str, str]: ...
+
+
 class Searcher(Protocol):
     def search(self, text: str, limit: int = 5) -> list[dict[str, Any]]: ...
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass
 class ReadSources:
-    """What the tools may read; a missing source hides the tools that need it."""
+    """What the tools may read; a missing source hides the tools that need it. `kube`, `trends` and
+    `store` are the deterministic investigation's own handles (tools/investigate/), so the LLM's
+    `recent_changes`, `workload_state`, `metric_trend` and `incident_history` run its functions,
+    within its `bounds`. `incident_id` and `impact` are the run's (set per run by the Explorer)."""
 
     namespaces: frozenset[str]
     cluster: ClusterReader | None = None
     metrics: MetricsReader | None = None
     postmortems: Searcher | None = None
     incidents: Searcher | None = None
+    kube: KubeSource | None = None
+    trends: TrendReader | None = None
+    store: sessionmaker[Session] | None = None
+    bounds: Bounds = field(default_factory=Bounds)
+    incident_id: str | None = None
+    impact: datetime | None = None  # when the incident began: "changed N min before impact"
+    clock: Callable[[], datetime] = _now
 
     def has(self, name: str) -> bool:
         return getattr(self, name) is not None
