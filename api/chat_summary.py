@@ -52,6 +52,10 @@ class ChatSummary:
     approvals: str = ""
     findings: list[str] = field(default_factory=list)  # what investigation found (cluster, Prometheus, store)
     gaps: list[str] = field(default_factory=list)  # what it could not look at
+    # What the LLM's own read-only investigation (the tool loop) found and concluded: LLM text over data
+    # that incident text reaches, so shown like incident text (inert), and never a decision.
+    explored: list[str] = field(default_factory=list)
+    conclusion: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -124,6 +128,8 @@ def _source(source: dict[str, Any]) -> str:
         return "Prometheus range query"
     if source.get("type") == "incident_store":
         return "incident store: " + ", ".join(str(i) for i in (source.get("incident_ids") or [])[:3])
+    if source.get("type") == "postmortems":
+        return f"postmortem {source.get('postmortem_id')}"
     return str(source.get("type") or "?")
 
 
@@ -134,6 +140,26 @@ def investigation_lines(investigation: dict[str, Any] | None, limit: int = 5) ->
     findings = [f"{f['summary']} ({_source(f.get('source') or {})})" for f in investigation.get("findings") or []]
     gaps = [f"{g['source']}: {g['reason']}" for g in investigation.get("gaps") or []]
     return findings[:limit], gaps[:limit]
+
+
+CONCLUSION_MAX = 600  # of the model's answer, in a chat message (the dashboard shows it whole)
+# The loop's own "did not run" reasons: nothing to show, not even a line.
+NOT_RUN = ("no LLM configured", "tool loop not configured", "no read-only source configured")
+
+
+def exploration_lines(exploration: dict[str, Any] | None, limit: int = 5) -> tuple[str, list[str]]:
+    """The LLM tool loop's conclusion (cut to CONCLUSION_MAX, with why it stopped when it did not simply
+    answer) and its findings as "summary (source)" lines. Nothing when the loop did not run."""
+    if not exploration or (exploration.get("stop_reason") in NOT_RUN and not exploration.get("findings")):
+        return "", []
+    conclusion = " ".join(str(exploration.get("conclusion") or "").split())
+    if len(conclusion) > CONCLUSION_MAX:
+        conclusion = conclusion[: CONCLUSION_MAX - 1] + "…"
+    stop = str(exploration.get("stop_reason") or "")
+    if stop and stop != "done":
+        conclusion = f"{conclusion} (stopped: {stop})".strip()
+    found = [f"{f['summary']} ({_source(f.get('source') or {})})" for f in exploration.get("findings") or []]
+    return conclusion, found[:limit]
 
 
 def _outcome(report: dict[str, Any]) -> list[str]:
@@ -189,6 +215,7 @@ def summarize(outcome: Any, incident: Any, public_url: str = "") -> ChatSummary:
     needs_human = source.get("needs_human_reason") or ("yes" if source.get("needs_human") else "")
     title = getattr(incident, "title", "") or getattr(incident, "id", "") or outcome.run_id
     findings, gaps = investigation_lines(source.get("investigation"))
+    conclusion, explored = exploration_lines(source.get("exploration"))
     return ChatSummary(
         run_id=outcome.run_id,
         incident_id=str(getattr(incident, "id", "") or source.get("incident_id") or ""),
@@ -210,6 +237,8 @@ def summarize(outcome: Any, incident: Any, public_url: str = "") -> ChatSummary:
         approvals=approvals,
         findings=findings,
         gaps=gaps,
+        explored=explored,
+        conclusion=conclusion,
     )
 
 

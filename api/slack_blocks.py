@@ -84,6 +84,9 @@ def blocks(summary: ChatSummary) -> list[dict[str, Any]]:
     if summary.findings or summary.gaps:
         gaps = [f"not looked at: {g}" for g in summary.gaps]
         out.append(_section("Investigation (source)", _lines([*summary.findings, *gaps])))
+    if summary.conclusion or summary.explored:
+        said = [f"concluded: {summary.conclusion}"] if summary.conclusion else []
+        out.append(_section("LLM investigation (data, not a decision)", _lines([*said, *summary.explored])))
     if summary.precedents:
         out.append(_section("Precedents (what fixed them)", _lines(summary.precedents)))
     if summary.outcome:

@@ -63,7 +63,9 @@ def _actions(summary: ChatSummary) -> list[dict[str, Any]]:
     return actions
 
 
-def _body(summary: ChatSummary, precedents: list[str], not_done: list[str]) -> list[dict[str, Any]]:
+def _body(
+    summary: ChatSummary, precedents: list[str], not_done: list[str], explored: list[str]
+) -> list[dict[str, Any]]:
     facts = [
         {"title": "Category", "value": summary.classification},
         {"title": "Risk", "value": summary.risk},
@@ -83,6 +85,9 @@ def _body(summary: ChatSummary, precedents: list[str], not_done: list[str]) -> l
     body.append(_runs("Dry run", summary.dry_run))
     body.extend(_runs("Found", item) for item in summary.findings)
     body.extend(_runs("Not looked at", item) for item in summary.gaps)
+    if summary.conclusion:
+        body.append(_runs("LLM concluded (data, not a decision)", summary.conclusion))
+    body.extend(_runs("LLM found", item) for item in explored)
     for label, items in (("Precedent", precedents), ("Happened", summary.outcome), ("Not done", not_done)):
         body.extend(_runs(label, item) for item in items)
     body.append({"type": "TextBlock", "text": f"run {summary.run_id}", "isSubtle": True, "size": "Small", "wrap": True})
@@ -93,15 +98,16 @@ def _body(summary: ChatSummary, precedents: list[str], not_done: list[str]) -> l
 
 
 def card(summary: ChatSummary) -> dict[str, Any]:
-    precedents, not_done = list(summary.precedents), list(summary.not_done)
+    precedents, not_done, explored = list(summary.precedents), list(summary.not_done), list(summary.explored)
     while True:
         out = {
             "type": "AdaptiveCard",
             "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
             "version": VERSION,
-            "body": _body(summary, precedents, not_done),
+            "body": _body(summary, precedents, not_done, explored),
             "actions": _actions(summary),
         }
-        if len(json.dumps(out).encode()) <= MAX_BYTES or not (precedents or not_done):
+        if len(json.dumps(out).encode()) <= MAX_BYTES or not (precedents or not_done or explored):
             return out
-        (not_done if len(not_done) >= len(precedents) else precedents).pop()  # over 28 KB: drop the tail
+        # Over 28 KB: drop the tail of the longest of what can go (the dashboard has all of it).
+        max((not_done, precedents, explored), key=len).pop()

@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 from slack_sdk.models.blocks import Block
 
+from agent.findings import finding
+from agent.nodes.guard import waiting_summary
 from agent.schemas import Incident
-from api.chat_summary import confidence_words, summarize
+from api.chat_summary import CONCLUSION_MAX, confidence_words, summarize
 from api.runs import RunOutcome
 from api.slack_blocks import blocks, fallback_text
 from api.teams_card import MAX_BYTES, card
@@ -280,3 +282,98 @@ def test_incident_text_cannot_link_in_teams_and_huge_cards_stay_under_28_kb(rend
     assert seen["links"] == []  # nothing in the card is a link (the dashboard is a button)
     facts = [f["value"] for b in payload["body"] if b["type"] == "FactSet" for f in b["facts"]]
     assert not any("evil" in value for value in facts)  # Markdown-read fact values hold only our words
+
+
+# ---- the LLM's own investigation (the tool loop) -------------------------------------------------
+
+
+def _exploration(findings: int = 2, conclusion: str = "", stop: str = "done") -> dict[str, Any]:
+    """What agent/explore.py records: the model's findings with their sources, its calls and answer."""
+    found = [
+        finding(
+            "history",
+            f"GPUXid on aks-gpu-7 seen {i + 2} time(s) in 30 days; last {HOSTILE}",
+            {"type": "incident_store", "incident_ids": [f"INC-XID-{i}"]},
+            None,
+            {"log": "z" * 5000},
+        )
+        for i in range(findings)
+    ]
+    calls = [{"step": 0, "tool": "incident_history", "args": {}, "ok": True, "error": None, "latency_ms": 1.0}]
+    return {
+        "findings": found,
+        "gaps": [],
+        "calls": calls,
+        "stop_reason": stop,
+        "steps": 2,
+        "tokens": 900,
+        "elapsed_ms": 12.0,
+        "conclusion": conclusion or "XID 79 recurred on aks-gpu-7: the node is bad, not the model.",
+    }
+
+
+def _waiting_with(exploration: dict[str, Any], plan: dict[str, Any] | None = None) -> RunOutcome:
+    """A paused run whose approval request is built by the guard step itself from this exploration."""
+    outcome = _paused(plan)
+    assert outcome.waiting_for is not None
+    state = {"run_id": outcome.run_id, "incident": {"id": "am-4e51680d2b9c41f0a8e1"}, "exploration": exploration}
+    state |= {"plan": outcome.waiting_for["action"], "classification": {"category": "A1"}}
+    built = waiting_summary(state, outcome.waiting_for["guard"])  # type: ignore[arg-type]
+    outcome.waiting_for["summary"]["exploration"] = built["exploration"]
+    return outcome
+
+
+def test_the_llm_investigation_is_in_the_approval_request_and_the_finished_run_message():
+    exploration = _exploration()
+    outcome = _waiting_with(exploration)
+    carried = outcome.waiting_for["summary"]["exploration"]  # type: ignore[index]
+    assert "calls" not in carried and all("data" not in f for f in carried["findings"])  # the request stays small
+    for summary in (
+        summarize(outcome, _incident(), PUBLIC),
+        summarize(RunOutcome("r", "mitigated", {**_finished().report, "exploration": exploration}), _incident()),  # type: ignore[dict-item]
+    ):
+        assert summary.conclusion == exploration["conclusion"]
+        assert summary.explored[0].startswith("GPUXid on aks-gpu-7 seen 2 time(s)")
+        assert summary.explored[0].endswith("(incident store: INC-XID-0)")
+        slack = json.dumps(blocks(summary), ensure_ascii=False)
+        assert "LLM investigation (data, not a decision)" in slack and "XID 79 recurred on aks-gpu-7" in slack
+        assert "(incident store: INC-XID-1)" in slack
+        teams = json.dumps(card(summary), ensure_ascii=False)
+        assert "LLM concluded" in teams and "XID 79 recurred on aks-gpu-7" in teams and "INC-XID-1" in teams
+
+
+def test_a_loop_that_did_not_run_adds_nothing_and_one_that_stopped_early_says_why():
+    skipped = {**_exploration(findings=0), "stop_reason": "no LLM configured", "conclusion": ""}
+    quiet = summarize(_waiting_with(skipped), _incident(), PUBLIC)
+    assert quiet.conclusion == "" and quiet.explored == []
+    assert "LLM investigation" not in json.dumps(blocks(quiet)) and "LLM concluded" not in json.dumps(card(quiet))
+    stopped = summarize(_waiting_with(_exploration(stop="budget: steps")), _incident(), PUBLIC)
+    assert stopped.conclusion.endswith("(stopped: budget: steps)")
+
+
+def test_the_llm_investigation_is_inert_and_capped_in_slack():
+    huge = _exploration(findings=200, conclusion=HOSTILE + " " + "w" * 20_000)
+    summary = summarize(_waiting_with(huge), _incident(), PUBLIC)
+    assert len(summary.conclusion) <= CONCLUSION_MAX and len(summary.explored) == 5
+    payload = blocks(summary)
+    _validate_slack(payload, fallback_text(summary))
+    section = next(b for b in payload if "LLM investigation" in json.dumps(b))
+    assert section["text"]["verbatim"] is True and len(section["text"]["text"]) <= 3000
+    flat = json.dumps(payload)
+    for forbidden in ("<!channel>", "<@U0ADMIN>", "<https://evil"):
+        assert forbidden not in flat
+    assert "&lt;!channel&gt;" in section["text"]["text"]  # shown, as text
+    assert payload[-1]["type"] == "actions"  # the buttons are never cut off
+
+
+def test_the_llm_investigation_is_inert_and_the_card_stays_under_28_kb(renderer):
+    huge = _exploration(findings=200, conclusion=HOSTILE + " " + "w" * 20_000)
+    summary = summarize(_waiting_with(huge), _incident(), PUBLIC)
+    summary.explored = summary.explored * 40  # more lines than any summary has: the card must still fit
+    payload = card(summary)
+    assert len(json.dumps(payload).encode()) <= MAX_BYTES
+    seen = renderer.evaluate(RENDER, payload)
+    assert seen["events"] == [] and seen["links"] == []
+    assert "LLM concluded" in seen["text"] and "<!channel>" in seen["text"]  # shown as text, not a mention
+    facts = [f["value"] for b in payload["body"] if b["type"] == "FactSet" for f in b["facts"]]
+    assert not any("evil" in value for value in facts)

@@ -35,6 +35,16 @@ def _valid_answer(answer: Any) -> dict[str, Any]:
     }
 
 
+def _explored(exploration: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The LLM tool loop's answer and findings for the approval message, without what only the
+    dashboard shows (its calls, each finding's raw data such as a log tail): the request stays small."""
+    if not exploration:
+        return None
+    kept = {k: v for k, v in exploration.items() if k not in ("calls", "findings")}
+    kept["findings"] = [{k: v for k, v in f.items() if k != "data"} for f in exploration.get("findings") or []]
+    return kept
+
+
 def waiting_summary(state: TriageState, decision: dict[str, Any]) -> dict[str, Any]:
     """What a paused run shows wherever it is shown (CLI --json, store, bots): the classification, the
     plan, its risk, whether the target exists and what the dry run said."""
@@ -50,6 +60,7 @@ def waiting_summary(state: TriageState, decision: dict[str, Any]) -> dict[str, A
         "evidence": (classification.get("evidence") or [])[:6],
         "precedents": (state.get("precedents") or [])[:3],
         "investigation": state.get("investigation"),
+        "exploration": _explored(state.get("exploration")),
         "mitigation": plan["mitigation"],
         "plan": plan,
         "risk": decision.get("risk") or plan.get("risk"),
