@@ -7,6 +7,7 @@ answer to an empty or overlong message. Read-only: nothing here creates an incid
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -91,20 +92,25 @@ class Asker:
         self.public_url = public_url
         self.llm = llm
 
-    def _named_incidents(self, text: str) -> list[dict[str, Any]]:
+    def _named_incidents(self, text: str, exclude: Collection[str] = ()) -> list[dict[str, Any]]:
         """Incidents the question names by id ("what happened with INC-408-1?")."""
         named = []
         for token in dict.fromkeys(t.rstrip(".:") for t in _ID_LIKE.findall(text)):
+            if token in exclude:
+                continue
             if any(ch.isdigit() for ch in token) and (hit := self.incidents.get(token)) is not None:
                 named.append(hit)
             if len(named) >= 3:
                 break
         return named
 
-    def question(self, text: str) -> Answer:
-        incidents = self._named_incidents(text)
-        seen = {h["id"] for h in incidents}
-        incidents += [h for h in self.incidents.search(text, 5) if h["id"] not in seen][: 5 - len(incidents)]
+    def question(self, text: str, exclude: Collection[str] = ()) -> Answer:
+        """`exclude`: incidents not to cite (a question asked in an incident's own thread is about its
+        history, so that incident is left out)."""
+        incidents = self._named_incidents(text, exclude)
+        seen = {h["id"] for h in incidents} | set(exclude)
+        found = self.incidents.search(text, 5 + len(exclude))
+        incidents += [h for h in found if h["id"] not in seen][: 5 - len(incidents)]
         notes = []
         postmortems: list[dict[str, Any]] = []
         if self.postmortems is not None:

@@ -5,7 +5,7 @@ what is theirs: how a triage is started and how an approval is checked and submi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from agent.intents import Routed, route, route_with_llm
@@ -26,10 +26,10 @@ def routed_message(text: str, service: Any) -> tuple[Routed, Any]:
     return route_with_llm(text, llm), llm
 
 
-def question_answer(service: Any, text: str, llm: Any = None) -> Answer:
+def question_answer(service: Any, text: str, llm: Any = None, exclude: Collection[str] = ()) -> Answer:
     from api.wiring import make_asker
 
-    answer: Answer = make_asker(service.settings, service.store, llm).question(text)
+    answer: Answer = make_asker(service.settings, service.store, llm).question(text, exclude)
     return answer
 
 

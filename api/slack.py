@@ -124,13 +124,7 @@ class SlackBot:
         if run["report"] is None:
             say(text=f"Run `{run['id']}` is {run['status']}; I will post the summary here.", thread_ts=thread)
         elif context.llm is None:
-            report = run["report"]
-            say(
-                text=f"Run `{run['id']}`: {report['category']}/{report['subcategory']}, {report['mitigation']} "
-                f"{report['plan']['operation']}, {report['status']}. No LLM is configured to answer free-form "
-                "questions; use /mitigate status|approve|reject.",
-                thread_ts=thread,
-            )
+            say(text=escape(self._answer_without_llm(text, run)), thread_ts=thread)
         else:
             from agent.llm import LLMFailure
 
@@ -140,6 +134,24 @@ class SlackBot:
                 answer = f"I could not get an answer from the LLM ({failure.kind}); the record is unchanged."
             say(text=escape(answer), thread_ts=thread)  # an answer about incident text carries no mentions
         return True
+
+    def _answer_without_llm(self, text: str, run: dict[str, Any]) -> str:
+        """A follow-up with no LLM configured: the run's own status, then what `mitigate ask` would say —
+        retrieval from the incident store and the postmortem index, with citations, read-only. The
+        question is searched with the incident's title (so "what did we do last time?" means this kind of
+        incident), and the thread's own incident is left out of its history."""
+        report = run["report"]
+        plan = report.get("plan") or {}
+        status = (
+            f"Run `{run['id']}`: {report.get('category')}/{report.get('subcategory')}, {report.get('mitigation')} "
+            f"{plan.get('operation')}, {report.get('status')}."
+        )
+        incident = self.service.store.recorder.incident_for_run(run["id"])
+        answer = question_answer(self.service, f"{text[:2000]} {incident.title}", exclude={incident.id}).answer
+        return (
+            f"{status} No LLM is configured, so this is what past incidents and postmortems say:\n{answer}\n"
+            "(/mitigate status|approve|reject act on the run.)"
+        )
 
     # ---- commands -----------------------------------------------------------------------------
     def _on_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:

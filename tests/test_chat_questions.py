@@ -111,6 +111,38 @@ def test_slack_answers_a_question_with_citations_and_creates_no_incident(slack_c
     assert _incidents(slack_client) == before and "Triaging" not in answer + german
 
 
+def _reply_in_thread(client: TestClient, slack: FakeSlack, text: str, thread: str, ts: str) -> str:
+    """A plain reply in a thread (no mention of the bot); the text of the bot's answer in that thread."""
+    before = len(slack.posts())
+    event = {"type": "message", "channel_type": "channel", "user": "UALICE", "channel": "C42", "ts": ts}
+    event |= {"thread_ts": thread, "text": text}
+    body = json.dumps(
+        {"type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event_id": f"Ev-{ts}", "event_time": 2}
+        | {"event": event}
+    )
+    response = client.post("/slack/events", content=body, headers={**_signed(body), "Content-Type": "application/json"})
+    assert response.status_code == 200
+    posts = until(lambda: [p for p in slack.posts()[before:] if p.get("thread_ts") == thread], "the reply")
+    return str(posts[0]["text"])
+
+
+def test_slack_a_question_in_an_incidents_thread_is_answered_from_history_without_an_llm(slack_client, slack):
+    """No LLM configured: a reply in a triaged incident's thread that asks about history gets the run's
+    status and retrieval's answer (store and postmortems, with citations), and creates no incident."""
+    service = slack_client.app.state.service  # type: ignore[attr-defined]
+    assert service.make_context().llm is None
+    started = _say(slack_client, slack, "KV cache full on mixtral-8x7b in namespace llm-serving, queueing", ts="6.1")
+    run_id = started.split("`")[1]
+    until(lambda: service.store.recorder.run(run_id)["report"], "the run's report")
+    before = _incidents(slack_client)
+    answer = _reply_in_thread(slack_client, slack, "what did we do last time?", thread="6.1", ts="6.2")
+    assert f"Run `{run_id}`" in answer  # this thread's run first
+    assert "INC-KV-1" in answer and "M2 scale_out" in answer  # what fixed the earlier one, from the store
+    assert f"{PUBLIC}/dashboard/incidents/INC-KV-1" in answer
+    assert "slack-C42-6.1" not in answer  # the thread's own incident is not its own history
+    assert _incidents(slack_client) == before and service.store.recorder.run(run_id)["status"] != "running"
+
+
 def test_slack_empty_overlong_and_help_get_short_polite_answers(slack_client, slack):
     before = _incidents(slack_client)
     assert _say(slack_client, slack, "", ts="3.1").startswith("Hello!")
