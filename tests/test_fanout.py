@@ -5,9 +5,11 @@ the same moment (store/recorder.py numbers the steps one at a time per run)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from agent.graph import build_graph
@@ -16,6 +18,7 @@ from store.db import make_engine, migrate, session_factory
 from store.incident_search import IncidentSearch
 from store.models import RunStepRow
 from store.recorder import StoreRecorder
+from tests.db_urls import postgres_schema_url
 from tests.fake_openai import FakeOpenAI
 from tests.fakes import FakeCluster
 from tests.test_explore import INCIDENT, _explorer, _llm
@@ -67,8 +70,20 @@ def test_explore_and_retrieve_share_a_superstep_between_investigate_and_classify
     assert seqs["intake"] < min(seqs["explore"], seqs["retrieve"]) < seqs["classify"]
 
 
-def test_steps_recorded_at_once_get_distinct_places_in_the_timeline(tmp_path):
-    recorder, sessions = _store(tmp_path)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/fanout.db"
+        return
+    with postgres_schema_url() as url:
+        yield url
+
+
+def test_steps_recorded_at_once_get_distinct_places_in_the_timeline(store_url):
+    engine = make_engine(store_url)
+    migrate(engine)
+    sessions = session_factory(engine)
+    recorder = StoreRecorder(sessions)
     incident = Incident.model_validate(INCIDENT)
     recorder.save_incident(incident, source="test", payload={})
     recorder.start_run("f2", incident.id, "rulebook")
@@ -85,5 +100,6 @@ def test_steps_recorded_at_once_get_distinct_places_in_the_timeline(tmp_path):
     for thread in threads:
         thread.join()
     seqs = _seqs(sessions, "f2")
+    engine.dispose()
     assert set(seqs) == set(nodes)
     assert sorted(seqs.values()) == list(range(len(nodes)))
