@@ -1,15 +1,5 @@
-"""The triage graph: intake -> investigate -> (explore | retrieve) -> classify -> plan -> preflight -> guard
--> act -> verify -> (escalate) -> report.
-
-explore and retrieve run side by side, in one superstep (LangGraph checkpoints once per superstep, and a
-step without an LLM was ~2-3 ms of a rulebook triage). Neither reads what the other writes: explore
-writes `exploration` and `llm_usage` (a reducer), retrieve `precedents`, `retrieval` and
-`cluster_evidence`. Both come after investigate because both read the readings it adds to the incident
-from a cluster's recent changes (agent/change_signals.py): retrieve's query is the incident's text and
-signal names (tools/postmortems.py), explore's prompt is the incident. Both edges into classify are
-plain edges, not a join: classify runs once, in the superstep after the two, and a run checkpointed by
-the older sequential graph still reaches classify (one paused before explore then skips retrieve and
-cites no precedents; a join would wait for ever for the retrieve that never comes).
+"""The triage graph: intake -> investigate -> explore -> retrieve -> classify -> plan -> preflight -> guard -> act
+-> verify -> (escalate) -> report.
 
 `builder` is exported uncompiled so that tests, the CLI and the server compile it with the
 checkpointer they own.
@@ -57,8 +47,7 @@ builder.add_node("report", report)
 builder.add_edge(START, "intake")
 builder.add_edge("intake", "investigate")
 builder.add_edge("investigate", "explore")
-builder.add_edge("investigate", "retrieve")
-builder.add_edge("explore", "classify")
+builder.add_edge("explore", "retrieve")
 builder.add_edge("retrieve", "classify")
 builder.add_edge("classify", "plan")
 builder.add_edge("plan", "preflight")

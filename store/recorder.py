@@ -6,7 +6,6 @@ action rows are keyed by an idempotency key so that a resumed run never repeats 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -42,11 +41,6 @@ class StoreRecorder:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
         self._engine = sessions.kw["bind"]
-        # A step's seq is the count of the run's steps before it, read then written: two nodes of one
-        # superstep (the graph's explore and retrieve run side by side) recording at once would read the
-        # same count. Steps of one run are written by one process (the run's lease holder), so a lock
-        # per run, striped to bound the locks, makes the read-then-write one at a time.
-        self._step_locks = [threading.Lock() for _ in range(16)]
 
     @property
     def sessions(self) -> sessionmaker[Session]:
@@ -240,7 +234,7 @@ class StoreRecorder:
 
     # ---- steps --------------------------------------------------------------------------
     def record_step(self, run_id: str, node: str, summary: str, data: dict[str, Any]) -> None:
-        with self._step_locks[hash(run_id) % len(self._step_locks)], self._sessions.begin() as session:
+        with self._sessions.begin() as session:
             step = session.scalar(select(RunStepRow).where(RunStepRow.run_id == run_id, RunStepRow.node == node))
             if step is None:
                 seq = session.scalar(select(func.count()).where(RunStepRow.run_id == run_id)) or 0
