@@ -5,8 +5,8 @@
    (scripts/monitoring up) holding the key series, and the SQLite incident store, read as mitigate's
    least-privilege identity. Target p95 < 1.5 s.
 2. Triage latency without a cluster or Prometheus (what every installation without them sees), for the
-   graph of agent/graph.py (investigate, then explore and retrieve side by side) against the graph as it
-   was before the investigate step, in the same run, interleaved. Target: a ratio of about 1.
+   graph of agent/graph.py (intake -> investigate -> explore -> retrieve -> ...) against the graph as it
+   was before the investigate and explore steps, in the same run, interleaved. Target: a ratio of about 1.
 
 usage: .venv/bin/python bench/investigate.py [--kube-dir DIR] [--repeat 30] [--dataset ...] [--triage-only]
   --kube-dir reuses a control plane started with `scripts/kube up DIR` (else one is started and stopped).
