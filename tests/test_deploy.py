@@ -27,6 +27,8 @@ from tests.conftest import ROOT
 from tests.waiting import until
 
 DOCKERFILE = ROOT / "Dockerfile"
+# Read at import: the autouse fixture clears MITIGATE_* from the environment before each test.
+BASE_IMAGE = os.environ.get("MITIGATE_TEST_PYTHON_IMAGE")
 
 
 def _objects() -> list[dict[str, Any]]:
@@ -276,8 +278,8 @@ def test_the_image_builds_and_serves_where_a_builder_runs():
         env.setdefault("DOCKER_BUILDKIT", "0")
     tag = "mitigate-test:build"
     command = [docker, "build", "--network", "host", "-t", tag]
-    if base := os.environ.get("MITIGATE_TEST_PYTHON_IMAGE"):
-        command += ["--build-arg", f"PYTHON_IMAGE={base}"]
+    if BASE_IMAGE:
+        command += ["--build-arg", f"PYTHON_IMAGE={BASE_IMAGE}"]
     built = subprocess.run([*command, str(ROOT)], capture_output=True, text=True, timeout=3000, env=env)
     assert built.returncode == 0, (built.stdout + built.stderr)[-2000:]
 
