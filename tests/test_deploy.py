@@ -266,6 +266,7 @@ def _builder() -> str:
     return docker
 
 
+@pytest.mark.timeout(3600)  # a cold build installs every dependency (29 min measured here with vfs storage)
 def test_the_image_builds_and_serves_where_a_builder_runs():
     """Build the image, then run it: `--help`, the model check with networking off, and `mitigate serve`
     answering /healthz. MITIGATE_TEST_PYTHON_IMAGE names a python 3.11 base image the daemon already has,
