@@ -42,8 +42,12 @@ RUN groupadd --system --gid 10001 mitigate \
  && mkdir -p /var/lib/mitigate /app \
  && chown mitigate:mitigate /var/lib/mitigate
 COPY --from=build /opt/mitigate /opt/mitigate
-# The shipped postmortems, for `mitigate postmortems ingest /app/data/postmortems` (the API's init step).
+# The shipped postmortems, for `mitigate postmortems ingest /app/data/postmortems` (the API's init step),
+# and the labelled datasets: with the postmortem history they are the sources the model was trained on,
+# which `mitigate model check` (and `model train`, `eval cv`) read relative to the working directory.
+# Without them the check in the image found five sources "changed" and failed.
 COPY --from=build /src/data /app/data
+COPY --from=build /src/evals/datasets /app/evals/datasets
 ENV PATH=/opt/mitigate/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -16,11 +16,11 @@ afterwards, is re-sent to the next replica (what Alertmanager's retry behind a l
 Its runs (jobs it was executing, handed back when its heartbeat stopped) must finish on the others.
 
 The replicas run with the default configuration (rulebook, judgement model, no cluster: plans are
-proposed, so a run never waits on a cluster), except MITIGATE_RATE_LIMIT_PER_MINUTE, raised unless
---keep-rate-limit: the limiter is per source address before authentication and every post here comes
-from 127.0.0.1 (issue #14 item 2). The output says which settings were changed.
+proposed, so a run never waits on a cluster, and every limit at its default). The environment holds only
+what a deployment sets: the database URL, a state directory, the Alertmanager and API tokens. The output
+lists those settings (secrets masked) and the limits in force, read from api/settings.py's defaults.
 
-usage: .venv/bin/python bench/storm.py [--replicas N] [--kill-one] [--json] [--keep-rate-limit]
+usage: .venv/bin/python bench/storm.py [--replicas N] [--kill-one] [--json]
 """
 
 from __future__ import annotations
@@ -227,7 +227,19 @@ def _after_kill(engine: Any, killed_at: float) -> dict[str, Any]:
     }
 
 
-def measure(replica_count: int, kill_one: bool, keep_rate_limit: bool) -> dict[str, Any]:
+def _limits_in_force() -> dict[str, Any]:
+    """The limits the replicas run with: the settings' defaults, since the bench overrides none of them."""
+    from api.settings import Settings
+
+    fields = Settings.model_fields
+    return {
+        name: fields[name].default
+        for name in ("rate_limit_per_minute", "max_body_bytes", "ingest_wait_s")
+        if name in fields
+    }
+
+
+def measure(replica_count: int, kill_one: bool) -> dict[str, Any]:
     import psycopg
 
     from store.db import make_engine
@@ -236,17 +248,17 @@ def measure(replica_count: int, kill_one: bool, keep_rate_limit: bool) -> dict[s
     url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
     admin = psycopg.connect(POSTGRES_URL, autocommit=True)
     admin.execute(f'CREATE SCHEMA "{schema}"')
-    changed = {} if keep_rate_limit else {"MITIGATE_RATE_LIMIT_PER_MINUTE": "1000000"}
     replicas: list[Replica] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("MITIGATE_", "OPENAI_"))}
-            env |= {
+            deployment = {  # what a real deployment sets; no limit is overridden
                 "MITIGATE_DATABASE_URL": url,
                 "MITIGATE_STATE_DIR": tmp,
                 "MITIGATE_ALERTMANAGER_TOKEN": TOKEN,
                 "MITIGATE_API_TOKEN": TOKEN,
-            } | changed
+            }
+            env |= deployment
             subprocess.run(  # migrate once, so the replicas start on a ready schema
                 [sys.executable, "-m", "api.cli", "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True
             )
@@ -265,7 +277,8 @@ def measure(replica_count: int, kill_one: bool, keep_rate_limit: bool) -> dict[s
                 "posts": len(plan),
                 "distinct_alerts": len(firing),
                 "concurrency": CONCURRENCY,
-                "settings_changed": changed,
+                "settings_set": sorted(deployment),
+                "limits_in_force": _limits_in_force(),
                 "refused": sum(tally.refused.values()),
                 "refused_by_status": {str(k): v for k, v in sorted(tally.refused.items())},
                 "rerouted": tally.rerouted,
@@ -332,11 +345,10 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2, help="replicas of `mitigate serve` (default 2)")
     parser.add_argument("--kill-one", action="store_true", help="kill -9 the last replica halfway")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--keep-rate-limit", action="store_true", help="leave MITIGATE_RATE_LIMIT_PER_MINUTE default")
     args = parser.parse_args()
     if args.kill_one and args.replicas < 2:
         parser.error("--kill-one needs --replicas 2 or more")
-    result = measure(args.replicas, args.kill_one, args.keep_rate_limit)
+    result = measure(args.replicas, args.kill_one)
     if args.json:
         print(json.dumps(result))
         return
