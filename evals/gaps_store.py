@@ -31,37 +31,75 @@ def _position(n: int, q: int) -> tuple[int, int]:
     return divmod(q * (n - 1), 100)
 
 
-def _sqlite_order_statistics(session: Session, column: str, month: str | None, since: datetime, j: int) -> list[float]:
-    """The window's j-th and (j+1)-th smallest values of `column` (of one month, or all months for
-    closed_ttm), read by walking its index: INDEXED BY so the planner cannot choose to sort instead."""
-    in_month = "month = :month AND " if month is not None else ""
-    statement = text(
-        f"SELECT {column} FROM incident_facts INDEXED BY ix_incident_facts_{column} "
-        f"WHERE {in_month}{column} IS NOT NULL AND received_at >= :since ORDER BY {column} LIMIT 2 OFFSET :j"
-    ).bindparams(bindparam("since", type_=DateTime(timezone=True)))
-    params: dict[str, Any] = {"since": since, "j": j} | ({"month": month} if month is not None else {})
-    return [float(v) for v in session.scalars(statement, params)]
+_SINCE = bindparam("since", type_=DateTime(timezone=True))
 
 
-def _sqlite_percentile(session: Session, column: str, month: str | None, since: datetime, n: int, q: int) -> float:
-    j, delta = _position(n, q)
-    values = _sqlite_order_statistics(session, column, month, since, j)
-    if delta == 0:
-        return values[0]
-    return (values[0] * (100 - delta) + values[1] * delta) / 100
+def _walk(column: str, month: str | None, n: int, lo: int, hi: int, k: int) -> tuple[str, dict[str, Any]]:
+    """A query of the window's order statistics lo..hi (0-based, ascending) of `column` among its n values
+    (of one month, or all months for closed_ttm), walking its index from the nearer end: INDEXED BY so
+    the planner cannot choose to sort instead. `k` numbers the parameters."""
+    in_month = f"month = :m{k} AND " if month is not None else ""
+    bottom = lo <= n - 1 - hi
+    order, offset = (column, lo) if bottom else (f"{column} DESC", n - 1 - hi)
+    sql = (
+        f"SELECT {k} AS k, v FROM (SELECT {column} AS v FROM incident_facts INDEXED BY ix_incident_facts_{column} "
+        f"WHERE {in_month}{column} IS NOT NULL AND received_at >= :since ORDER BY {order} "
+        f"LIMIT {hi - lo + 1} OFFSET :o{k})"
+    )
+    return sql, {f"o{k}": offset} | ({f"m{k}": month} if month is not None else {})
 
 
-def _sqlite_lifecycle(
-    session: Session, counts: dict[str, dict[str, int]], since: datetime
-) -> dict[str, dict[str, float | None]]:
-    return {
-        month: {
-            f"{measure}_p{q}": _sqlite_percentile(session, measure, month, since, n[measure], q) if n[measure] else None
-            for measure in MEASURES
-            for q in QUANTILES
-        }
-        for month, n in counts.items()
+def _sqlite_order_statistics(
+    session: Session, since: datetime, wanted: list[tuple[str, str | None, int, int, int]]
+) -> list[list[float]]:
+    """For each (column, month, n, lo, hi): its order statistics lo..hi, ascending; one statement."""
+    if not wanted:
+        return []
+    parts, params = [], {"since": since}
+    for k, (column, month, n, lo, hi) in enumerate(wanted):
+        sql, more = _walk(column, month, n, lo, hi, k)
+        parts.append(sql)
+        params |= more
+    found: list[list[float]] = [[] for _ in wanted]
+    for k, value in session.execute(text(" UNION ALL ".join(parts)).bindparams(_SINCE), params):
+        found[k].append(float(value))
+    return [sorted(values) for values in found]
+
+
+def _interpolate(values: list[float], delta: int) -> float:
+    return values[0] if delta == 0 else (values[0] * (100 - delta) + values[1] * delta) / 100
+
+
+def _sqlite_percentiles(
+    session: Session, counts: dict[str, dict[str, int]], n_closed: int, since: datetime
+) -> tuple[dict[str, dict[str, float | None]], float | None, float | None]:
+    """The lifecycle percentiles per month, and the median and maximum TTM closed without a human, from
+    the order statistics `statistics.quantiles`' inclusive method interpolates between."""
+    cuts: list[tuple[str, str | None, int, int, int]] = []  # (measure, month, q, n, delta)
+    wanted: list[tuple[str, str | None, int, int, int]] = []
+    for month, n in counts.items():
+        for measure in MEASURES:
+            for q in QUANTILES:
+                if n[measure]:
+                    j, delta = _position(n[measure], q)
+                    cuts.append((measure, month, q, n[measure], delta))
+                    wanted.append((measure, month, n[measure], j, j + (delta > 0)))
+    if n_closed:
+        j, delta = _position(n_closed, 50)
+        cuts.append(("closed_ttm", None, 50, n_closed, delta))
+        wanted.append(("closed_ttm", None, n_closed, j, j + (delta > 0)))
+        cuts.append(("closed_ttm", None, 100, n_closed, 0))
+        wanted.append(("closed_ttm", None, n_closed, n_closed - 1, n_closed - 1))
+    picked = {
+        (measure, month, q): _interpolate(values, delta)
+        for (measure, month, q, _, delta), values in zip(
+            cuts, _sqlite_order_statistics(session, since, wanted), strict=True
+        )
     }
+    lifecycle = {
+        month: {f"{m}_p{q}": picked.get((m, month, q)) for m in MEASURES for q in QUANTILES} for month in counts
+    }
+    return lifecycle, picked.get(("closed_ttm", None, 50)), picked.get(("closed_ttm", None, 100))
 
 
 # SQLite sorts the window to GROUP BY it (~0.3 s at 100k incidents). These step from one distinct value
@@ -72,7 +110,7 @@ _SQLITE_GROUPS = text(
     "SELECT (SELECT min(group_key) FROM incident_facts WHERE group_key > g.k) FROM g WHERE g.k IS NOT NULL) "
     "SELECT k, (SELECT count(*) FROM incident_facts WHERE group_key = g.k AND received_at >= :since) AS n "
     "FROM g WHERE k IS NOT NULL"
-).bindparams(bindparam("since", type_=DateTime(timezone=True)))
+).bindparams(_SINCE)
 _SQLITE_MONTHS = text(
     "WITH RECURSIVE m(k) AS (SELECT min(month) FROM incident_facts UNION ALL "
     "SELECT (SELECT min(month) FROM incident_facts WHERE month > m.k) FROM m WHERE m.k IS NOT NULL) "
@@ -83,7 +121,7 @@ _SQLITE_MONTHS = text(
         for measure in MEASURES
     )
     + " FROM m WHERE k IS NOT NULL"
-).bindparams(bindparam("since", type_=DateTime(timezone=True)))
+).bindparams(_SINCE)
 
 
 def _sqlite_counts(session: Session, since: datetime) -> tuple[list[tuple[Any, ...]], dict[str, dict[str, int]]]:
@@ -128,29 +166,19 @@ def _postgresql_lifecycle(session: Session, since: datetime) -> dict[str, dict[s
     }
 
 
-def _closed_without_human(session: Session, dialect: str, since: datetime) -> tuple[int, float | None, float | None]:
+def _postgresql_closed(session: Session, since: datetime) -> tuple[int, float | None, float | None]:
     """How many incidents of the window mitigate closed without a human, their TTM median and maximum."""
-    window = F.received_at >= since
-    if dialect == "postgresql":
-        n, p50, top = session.execute(
-            select(
-                func.count(F.closed_ttm), func.percentile_cont(0.5).within_group(F.closed_ttm), func.max(F.closed_ttm)
-            ).where(window)
-        ).one()
-        return int(n), None if p50 is None else float(p50), None if top is None else float(top)
-    # Walks of the closed_ttm index: its count in the window, then its largest value from the top.
-    walk = (
-        "FROM incident_facts INDEXED BY ix_incident_facts_closed_ttm"
-        " WHERE closed_ttm IS NOT NULL AND received_at >= :since"
-    )
-    since_param = bindparam("since", type_=DateTime(timezone=True))
-    n = session.scalar(text(f"SELECT count(*) {walk}").bindparams(since_param), {"since": since}) or 0
-    if not n:
-        return 0, None, None
-    top = session.scalar(
-        text(f"SELECT closed_ttm {walk} ORDER BY closed_ttm DESC LIMIT 1").bindparams(since_param), {"since": since}
-    )
-    return int(n), _sqlite_percentile(session, "closed_ttm", None, since, int(n), 50), float(top)
+    median = func.percentile_cont(0.5).within_group(F.closed_ttm)
+    n, p50, top = session.execute(
+        select(func.count(F.closed_ttm), median, func.max(F.closed_ttm)).where(F.received_at >= since)
+    ).one()
+    return int(n), None if p50 is None else float(p50), None if top is None else float(top)
+
+
+_SQLITE_CLOSED = text(
+    "SELECT count(*) FROM incident_facts INDEXED BY ix_incident_facts_closed_ttm"
+    " WHERE closed_ttm IS NOT NULL AND received_at >= :since"
+).bindparams(_SINCE)
 
 
 def store_gap_report(sessions: sessionmaker[Session], since: datetime) -> dict[str, Any]:
@@ -161,10 +189,11 @@ def store_gap_report(sessions: sessionmaker[Session], since: datetime) -> dict[s
         if dialect == "postgresql":
             grouped, monthly = _postgresql_counts(session, since)
             percentiles = _postgresql_lifecycle(session, since)
+            n_closed, closed_p50, closed_max = _postgresql_closed(session, since)
         else:
             grouped, monthly = _sqlite_counts(session, since)
-            percentiles = _sqlite_lifecycle(session, monthly, since)
-        n_closed, closed_p50, closed_max = _closed_without_human(session, dialect, since)
+            n_closed = int(session.scalar(_SQLITE_CLOSED, {"since": since}) or 0)
+            percentiles, closed_p50, closed_max = _sqlite_percentiles(session, monthly, n_closed, since)
     counts: Counter[tuple[str | None, str | None, str | None, bool]] = Counter()
     by_status: Counter[str] = Counter()
     for category, subcategory, mitigation, auto, status, k in grouped:
