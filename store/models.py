@@ -85,6 +85,39 @@ class RunRow(Base):
     actions: Mapped[list[ActionRow]] = relationship(back_populates="run")
 
 
+class IncidentFactRow(Base):
+    """What the gap report needs of one incident, kept by database triggers on incidents and runs in
+    the transaction that changes it (store/migrations/versions/0008): its latest run's labels and
+    status, whether an alert opened it, the month its impact started and its lifecycle in hours. A
+    report over any window reads an index range of this table (evals/gaps_store.py)."""
+
+    __tablename__ = "incident_facts"
+    __table_args__ = (
+        Index("ix_incident_facts_received", "received_at"),
+        Index("ix_incident_facts_group", "group_key", "received_at"),
+        Index("ix_incident_facts_ttd", "month", "ttd", "received_at"),
+        Index("ix_incident_facts_tte", "month", "tte", "received_at"),
+        Index("ix_incident_facts_ttm", "month", "ttm", "received_at"),
+        Index("ix_incident_facts_closed_ttm", "closed_ttm", "received_at"),
+    )
+
+    incident_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    month: Mapped[str] = mapped_column(String(7))  # of the impact's start (or of receipt), UTC
+    auto: Mapped[bool] = mapped_column(Boolean)
+    category: Mapped[str | None] = mapped_column(String(10))  # None when unknown
+    subcategory: Mapped[str | None] = mapped_column(String(60))
+    mitigation: Mapped[str | None] = mapped_column(String(4))
+    status: Mapped[str] = mapped_column(String(40))  # the latest run's, `no_run` without one
+    ttd: Mapped[float] = mapped_column(Float)
+    tte: Mapped[float | None] = mapped_column(Float)
+    ttm: Mapped[float | None] = mapped_column(Float)
+    closed_ttm: Mapped[float | None] = mapped_column(Float)  # ttm when no human had to approve
+    # category, subcategory, mitigation, auto and status in one column (unit separator, '' for none),
+    # so SQLite counts each group by an index range instead of sorting the window to group it.
+    group_key: Mapped[str] = mapped_column(String(400))
+
+
 class RunStepRow(Base):
     """One node's outcome in a run; re-running a node on resume replaces its row."""
 

@@ -114,6 +114,87 @@ def test_the_gap_report_in_sql_equals_the_report_over_every_loaded_incident(db_u
     assert report["mitigate"]["closed_without_human"] > 0
 
 
+def _assert_report_matches_the_oracle(store: Any, since: datetime) -> None:
+    from evals.gaps import gap_report
+    from evals.gaps_store import store_gap_report
+    from tests.gap_oracle import store_cases
+
+    cases, outcome = store_cases(store.sessions, since)
+    expected = _flat(gap_report(cases) | {"mitigate": outcome})
+    got = _flat(store_gap_report(store.sessions, since))
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == (pytest.approx(value, rel=1e-6, abs=1e-6) if isinstance(value, float) else value), key
+
+
+def test_migration_0008_fills_the_facts_of_incidents_stored_before_it(db_url):
+    """A database at 0007 with a history, upgraded: the report over the facts table the migration filled
+    equals the old computation; later writes keep it so (the triggers it created)."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import delete, select
+
+    from api.wiring import Store
+    from store.db import MIGRATIONS, make_engine, migrate, session_factory
+    from store.recorder import StoreRecorder
+
+    engine = make_engine(db_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0007")
+    sessions = session_factory(engine)
+    store = Store(StoreRecorder(sessions), sessions, engine)
+    ids = _history(store, 60)
+    with engine.connect() as conn:
+        assert not conn.exec_driver_sql("SELECT 1 FROM alembic_version WHERE version_num = '0008'").first()
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM incident_facts").scalar() == len(ids)
+    for since in (T0 - timedelta(days=1), T0 + timedelta(days=20)):
+        _assert_report_matches_the_oracle(store, since)
+    store.recorder.start_run("r-late", ids[-1], "rulebook", status="queued")  # a re-run: now the latest
+    store.recorder.record_step("r-late", "classify", "c", {"category": "A4", "subcategory": "late"})
+    with store.sessions.begin() as session:  # an incident deleted with its runs, as a cleanup would
+        runs = select(RunRow.id).where(RunRow.incident_id == ids[0])
+        actions = select(ActionRow.id).where(ActionRow.run_id.in_(runs))
+        session.execute(delete(ApprovalRow).where(ApprovalRow.action_id.in_(actions)))
+        session.execute(delete(ActionRow).where(ActionRow.run_id.in_(runs)))
+        session.execute(delete(RunStepRow).where(RunStepRow.run_id.in_(runs)))
+        session.execute(delete(RunRow).where(RunRow.incident_id == ids[0]))
+        session.execute(delete(IncidentRow).where(IncidentRow.id == ids[0]))
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM incident_facts").scalar() == len(ids) - 1
+    _assert_report_matches_the_oracle(store, T0 - timedelta(days=1))
+
+
+def test_the_gap_report_reads_indexes_on_sqlite_never_sorting(tmp_path):
+    from sqlalchemy import event
+
+    from evals.gaps_store import store_gap_report
+
+    store = open_store(Settings(database_url=f"sqlite:///{tmp_path}/plan.db"))
+    _history(store, 40)
+    captured: list[tuple[str, Any]] = []
+
+    def keep(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        captured.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", keep)
+    report = store_gap_report(store.sessions, T0 + timedelta(days=5))
+    event.remove(store.engine, "before_cursor_execute", keep)
+    assert report["n"] > 0 and captured
+    walks = sum(s.count("OFFSET") for s, _ in captured)  # two per month and measure, in one statement
+    assert walks >= 2 * 3 * len(report["lifecycle"])
+    with store.engine.connect() as conn:
+        for statement, parameters in captured:
+            assert "incidents " not in statement and "runs" not in statement, statement  # no join
+            plan = " | ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
+            assert "SCAN incident_facts" not in plan or "USING" in plan, plan  # a range of an index
+            assert "TEMP B-TREE" not in plan, plan  # groups and order statistics come from walking indexes
+
+
 def _walk(fetch: Any, **filters: Any) -> list[dict[str, Any]]:
     rows, cursor = [], None
     for _ in range(1000):
