@@ -50,7 +50,8 @@ class Routed:
 
     @property
     def ambiguous(self) -> bool:
-        """A call the rules make by default: a question without a question's form reads as an incident."""
+        """A call an LLM may settle: the rules tell question from incident by form alone (a question
+        without a question's form reads as an incident), so either of their calls is open to it."""
         return self.intent in ("new_incident", "question")
 
 

@@ -41,12 +41,14 @@ LLAMA_CPP_REFUSAL = {
     }
 }
 
-# A 500 shaped as llama-cpp-python's server (0.3) gave it in the live run for a message whose content
-# is null (its pydantic validation error; the wording here is ours).
+# The 500 llama-cpp-python's server (0.3.36, checked live on 2026-12-03) gives an assistant turn whose
+# content is null: its pydantic error lists one line per message type it tried (7 in all); this keeps
+# the line that matters, as the server words it.
 LLAMA_CPP_NULL_CONTENT = {
     "error": {
-        "message": "1 validation error:\n  {'type': 'string_type', 'loc': ('body', 'messages', 2, 'content'), "
-        "'msg': 'Input should be a valid string', 'input': None}",
+        "message": "7 validation errors:\n  {'type': 'string_type', "
+        "'loc': ('body', 'messages', 1, 'ChatCompletionRequestAssistantMessage', 'content'), "
+        "'msg': 'Input should be a valid string', 'input': None}\n  ...",
         "type": "internal_server_error",
         "param": None,
         "code": None,
