@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.schemas import Incident
@@ -43,14 +43,7 @@ class IncidentQueries:
         if key is None:
             return []
         with self._sessions() as session:
-            rows = session.scalars(
-                select(IncidentRow)
-                .where(IncidentRow.received_at >= since, IncidentRow.id != incident.id)
-                .where(IncidentRow.status != "correlated")
-                .order_by(IncidentRow.received_at.desc())
-                .limit(limit)
-            ).all()
-            return [r.id for r in rows if recurrence_key(r.payload) == key]
+            return [r.id for r in recurrences(session, key, since=since, exclude_id=incident.id, limit=limit)]
 
     def timeline(self, incident_id: str) -> dict[str, Any] | None:
         with self._sessions() as session:
@@ -109,3 +102,34 @@ def recurrence_key(payload: dict[str, Any]) -> tuple[str, str] | None:
         return None
     target = next((labels[k] for k in ("deployment", "node", "pod", "service", "endpoint") if labels.get(k)), "")
     return str(alertname), str(target)
+
+
+def recurrences(
+    session: Session, key: tuple[str, str], *, since: datetime, exclude_id: str, limit: int
+) -> list[Row[Any]]:
+    """Earlier incidents (not correlated duplicates) with recurrence key `key` among the `limit` newest
+    received since `since`, newest first, as rows of (id, received_at, status, title, labels).
+
+    The same answer as matching `recurrence_key` over those `limit` whole rows in Python, but the
+    database picks the candidates by alert name (a JSON path, on SQLite and PostgreSQL alike) and only
+    their labels are read: loading and decoding every payload in the window was most of the
+    investigate step's cost (docs/investigation.md). The window stays "the `limit` newest", not "the
+    `limit` newest of this alert", so a bound hit answers as it always did. The target (the first of
+    several labels present) is matched in Python, on the candidates only."""
+    alertname, _ = key
+    window = (
+        select(IncidentRow.id)
+        .where(IncidentRow.received_at >= since, IncidentRow.id != exclude_id)
+        .where(IncidentRow.status != "correlated")
+        .order_by(IncidentRow.received_at.desc(), IncidentRow.id.desc())
+        .limit(limit)
+        .subquery()
+    )
+    labels = IncidentRow.payload[("alert", "labels")]
+    rows = session.execute(
+        select(IncidentRow.id, IncidentRow.received_at, IncidentRow.status, IncidentRow.title, labels.label("labels"))
+        .where(IncidentRow.id.in_(select(window.c.id)))
+        .where(IncidentRow.payload[("alert", "labels", "alertname")].as_string() == alertname)
+        .order_by(IncidentRow.received_at.desc(), IncidentRow.id.desc())
+    ).all()
+    return [r for r in rows if recurrence_key({"alert": {"labels": r.labels}}) == key]

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agent.findings import Finding, Gap, finding, gap
 from agent.schemas import Incident
-from store.incident_queries import recurrence_key
-from store.models import ActionRow, IncidentRow, RunRow
+from store.incident_queries import recurrence_key, recurrences
+from store.models import ActionRow, RunRow
 from tools.investigate.bounds import Bounds, iso
 
 
@@ -27,14 +27,9 @@ def incident_history(
     since = now - timedelta(days=bounds.history_days)
     try:
         with sessions() as session:
-            rows = session.scalars(
-                select(IncidentRow)
-                .where(IncidentRow.received_at >= since, IncidentRow.id != incident.id)
-                .where(IncidentRow.status != "correlated")
-                .order_by(IncidentRow.received_at.desc())
-                .limit(bounds.max_items * 20)
-            ).all()
-            same = [r for r in rows if recurrence_key(r.payload) == key][: bounds.max_items]
+            same = recurrences(session, key, since=since, exclude_id=incident.id, limit=bounds.max_items * 20)[
+                : bounds.max_items
+            ]
             if not same:
                 return [], []
             last = same[0]
