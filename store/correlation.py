@@ -14,7 +14,20 @@ import contextlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Engine, bindparam, insert, select, update
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    String,
+    bindparam,
+    cast,
+    insert,
+    literal,
+    null,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,20 +36,30 @@ from agent.schemas import Incident
 from store.models import IncidentKeyRow, IncidentRow
 from store.recorder import CLOSED_STATUSES, INCIDENT_KEYS, INCIDENTS, insert_if_new
 
-# join_for's two lookups, built once: they run before every alert's 202, and building a select (and its
-# cache key) per request cost more CPU than the query did.
-_GROUP_PRIMARY = (
-    select(INCIDENTS.c.id)
+# join_for's two lookups (the group's first open incident; the incidents sharing a key) as one statement
+# built once: it runs before every alert's 202, where building a select (and its cache key) per request
+# cost more CPU than the query, and on PostgreSQL each statement is a round trip.
+_GROUP_FIRST = (
+    select(INCIDENTS.c.id, INCIDENTS.c.received_at, INCIDENTS.c.status)
     .where(
-        INCIDENTS.c.correlation_key == bindparam("correlation_key"),
+        INCIDENTS.c.correlation_key == bindparam("correlation_key", type_=String),
         INCIDENTS.c.received_at >= bindparam("since", type_=DateTime(timezone=True)),
         INCIDENTS.c.status.not_in(CLOSED_STATUSES),
         INCIDENTS.c.status.not_like("%alert_resolved"),
     )
     .order_by(INCIDENTS.c.received_at)
     .limit(1)
+    .subquery("group_first")
 )
-_SHARING_KEYS = (
+_LOOKUP = union_all(
+    select(
+        _GROUP_FIRST.c.id.label("incident_id"),
+        literal("group", String).label("kind"),
+        cast(null(), String).label("key"),
+        cast(null(), String).label("run_id"),
+        _GROUP_FIRST.c.received_at.label("created_at"),
+        _GROUP_FIRST.c.status,
+    ),
     select(
         INCIDENT_KEYS.c.incident_id,
         INCIDENT_KEYS.c.kind,
@@ -46,8 +69,7 @@ _SHARING_KEYS = (
         INCIDENTS.c.status,
     )
     .join(INCIDENTS, INCIDENTS.c.id == INCIDENT_KEYS.c.incident_id)
-    .where(INCIDENT_KEYS.c.key.in_(bindparam("wanted", expanding=True)))
-    .order_by(INCIDENT_KEYS.c.created_at)
+    .where(INCIDENT_KEYS.c.key.in_(bindparam("wanted", expanding=True))),
 )
 _PRIMARY_PAYLOAD = select(INCIDENTS.c.payload).where(INCIDENTS.c.id == bindparam("primary_id")).with_for_update()
 _SET_PAYLOAD = update(INCIDENTS).where(INCIDENTS.c.id == bindparam("primary_id"))
@@ -98,18 +120,17 @@ class Correlator:
     ) -> tuple[str, str, str] | None:
         """(incident id, "group" or "cause", why) of the open incident a new alert joins: its group's
         first open incident (when `correlation_key` is given), else one it shares a cause with. Both
-        lookups on one connection (the caller's, when it stores the alert in the same transaction) with
-        statements built once: this runs before every alert's 202."""
+        lookups in one statement built once, on the caller's connection when it stores the alert in the
+        same transaction: this runs before every alert's 202."""
+        params = {"correlation_key": correlation_key, "since": group_since, "wanted": wanted}
         with contextlib.nullcontext(connection) if connection is not None else self._engine.connect() as conn:
-            if correlation_key is not None:
-                primary = conn.execute(
-                    _GROUP_PRIMARY, {"correlation_key": correlation_key, "since": group_since}
-                ).scalar()
-                if primary is not None:
-                    return primary, "group", f"same Alertmanager group as open incident {primary}"
-            if not wanted:
-                return None
-            rows = conn.execute(_SHARING_KEYS, {"wanted": wanted}).all()
+            found = conn.execute(_LOOKUP, params).all()
+        primary = next((row.incident_id for row in found if row.kind == "group"), None)
+        if primary is not None:  # a None correlation_key matches no incident
+            return primary, "group", f"same Alertmanager group as open incident {primary}"
+        if not wanted:
+            return None
+        rows = sorted((row for row in found if row.kind != "group"), key=lambda row: _aware(row.created_at))
         for row in rows:  # as sharing_cause: an own action first, then a shared cause
             if row.kind == "touched" and _open(row.status) and _aware(row.created_at) >= touched_since:
                 why = f"likely caused by mitigate's own action: run {row.run_id} changed {row.key}"
