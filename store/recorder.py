@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, insert, select
+from sqlalchemy import Connection, DateTime, String, Table, bindparam, func, insert, literal, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.schemas import Incident
@@ -35,6 +35,44 @@ def insert_if_new(connection: Connection, table: Any) -> Any:
     the statement returns a row only to the one that did (rowcount is not reliable across drivers).
     Built once per dialect and table; execute it with the row as parameters."""
     return _insert_if_new(connection.dialect.name, getattr(table, "__table__", table))
+
+
+def _pg_new_incident() -> Any:
+    """PostgreSQL: the incident (ON CONFLICT DO NOTHING), its queued run and its cause keys in one
+    statement, so one round trip instead of three; the run and the keys are written only when the
+    incident was (they select from the insert's RETURNING, empty for a duplicate)."""
+    from sqlalchemy.dialects.postgresql import ARRAY
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    columns = "id source title status payload raw fingerprint correlation_key started_at received_at updated_at"
+    incident = (
+        pg_insert(INCIDENTS)
+        .values({name: bindparam(name) for name in columns.split()})
+        .on_conflict_do_nothing()
+        .returning(INCIDENTS.c.id)
+        .cte("new_incident")
+    )
+    now = bindparam("received_at", type_=DateTime(timezone=True))
+    run = insert(RUNS).from_select(
+        ["id", "incident_id", "engine", "status", "attempts", "created_at", "updated_at"],
+        select(
+            bindparam("run_id", type_=String),
+            incident.c.id,
+            bindparam("engine", type_=String),
+            literal("queued"),
+            literal(0),
+            now,
+            now,
+        ),
+    )
+    keys = insert(INCIDENT_KEYS).from_select(
+        ["incident_id", "key", "kind", "created_at"],
+        select(incident.c.id, func.unnest(bindparam("cause_keys", type_=ARRAY(String))), literal("cause"), now),
+    )
+    return select(incident.c.id).add_cte(run.cte("new_run"), keys.cte("new_keys"))
+
+
+_PG_NEW_INCIDENT = _pg_new_incident()
 
 
 @functools.cache
@@ -135,6 +173,14 @@ class StoreRecorder:
             "updated_at": now,
         }
         with contextlib.nullcontext(connection) if connection is not None else self._engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                truncated = [key[:300] for key in cause_keys]
+                params = incident_row | {"run_id": run_id, "engine": engine, "cause_keys": truncated}
+                if conn.execute(_PG_NEW_INCIDENT, params).first() is None:
+                    return False  # already stored: a repeated delivery, or the same one racing in
+                if enqueue is not None:
+                    enqueue(conn)
+                return True
             stored = conn.execute(insert_if_new(conn, INCIDENTS), incident_row).first()
             if stored is None:  # already stored: a repeated delivery, or the same one racing in
                 return False
