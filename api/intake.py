@@ -42,10 +42,13 @@ def accept_incident(
 AlertOutcome = Literal["accepted", "duplicate", "correlated"]
 
 
-def _joins(service: Any, incident: Incident, correlation_key: str, wanted: list[str]) -> tuple[str, str] | None:
+def _joins(
+    service: Any, incident: Incident, correlation_key: str, wanted: list[str], connection: Any
+) -> tuple[str, str] | None:
     """The open incident this alert belongs to, and why: its Alertmanager group, a shared cause (node,
     deployment, region-wide) within the correlation window, or an action of a run shortly before.
-    One database round trip (Correlator.join_for): it is on every alert's way to its 202."""
+    One database round trip (Correlator.join_for), on the connection that then stores the alert: it is
+    on every alert's way to its 202."""
     settings = service.settings
     group = settings.alert_correlation_window_s > 0
     if not settings.correlation_window_s > 0 and not settings.own_action_window_s > 0:
@@ -59,15 +62,16 @@ def _joins(service: Any, incident: Incident, correlation_key: str, wanted: list[
         wanted,
         now - timedelta(seconds=settings.correlation_window_s),
         now - timedelta(seconds=settings.own_action_window_s),
+        connection,
     )
     if found is None or found[0] == incident.id:
         if found is not None and found[1] == "group" and wanted:  # its own group: look for a shared cause
-            return _cause_only(service, incident, wanted)
+            return _cause_only(service, incident, wanted, connection)
         return None
     return found[0], found[2]
 
 
-def _cause_only(service: Any, incident: Incident, wanted: list[str]) -> tuple[str, str] | None:
+def _cause_only(service: Any, incident: Incident, wanted: list[str], connection: Any) -> tuple[str, str] | None:
     settings, now = service.settings, datetime.now(UTC)
     found = service.correlator.join_for(
         None,
@@ -75,6 +79,7 @@ def _cause_only(service: Any, incident: Incident, wanted: list[str]) -> tuple[st
         wanted,
         now - timedelta(seconds=settings.correlation_window_s),
         now - timedelta(seconds=settings.own_action_window_s),
+        connection,
     )
     return (found[0], found[2]) if found is not None and found[0] != incident.id else None
 
@@ -84,39 +89,48 @@ def accept_alert(
 ) -> tuple[AlertOutcome, str]:
     """An alert from Alertmanager: a new incident with a queued run, unless it belongs to an open one
     (then it is stored as correlated with it, with the reason, and starts nothing). The run waits
-    `alert_settle_s` before triage, so a blip that heals itself is seen healed."""
+    `alert_settle_s` before triage, so a blip that heals itself is seen healed.
+
+    One connection and one commit for all of it (the lookups, the incident, its run, its job on
+    PostgreSQL, its cause keys): the ack's cost is mostly database round trips and commits."""
     settings = service.settings
     own, wanted = cause_keys(incident)  # once: the lookup and the record use the same keys
-    joined = _joins(service, incident, correlation_key, wanted)
+    run_id: str | None = None
+    with service.store.recorder.transaction() as connection:
+        joined = _joins(service, incident, correlation_key, wanted, connection)
+        if joined is not None:
+            primary, reason = joined
+            stored = service.correlator.save_correlated(
+                incident,
+                primary_id=primary,
+                reason=reason,
+                source="alertmanager",
+                payload=raw,
+                fingerprint=fingerprint,
+                correlation_key=correlation_key,
+                connection=connection,
+            )
+        else:
+            run_id = create_run(
+                incident,
+                source="alertmanager",
+                payload=raw,
+                recorder=service.store.recorder,
+                engine="llm" if settings.use_llm() else "rulebook",
+                fingerprint=fingerprint,
+                correlation_key=correlation_key,
+                enqueue=service.worker.enqueuer(settings.alert_settle_s),
+                cause_keys=own,
+                connection=connection,
+            )
+    # Committed: only now may the worker hear of the run.
     if joined is not None:
-        primary, reason = joined
-        stored = service.correlator.save_correlated(
-            incident,
-            primary_id=primary,
-            reason=reason,
-            source="alertmanager",
-            payload=raw,
-            fingerprint=fingerprint,
-            correlation_key=correlation_key,
-        )
         if not stored:
             service.metrics.duplicates.labels("alertmanager").inc()
         return ("correlated" if stored else "duplicate"), primary
-    engine = "llm" if settings.use_llm() else "rulebook"
-    run_id = create_run(
-        incident,
-        source="alertmanager",
-        payload=raw,
-        recorder=service.store.recorder,
-        engine=engine,
-        fingerprint=fingerprint,
-        correlation_key=correlation_key,
-        enqueue=service.worker.enqueuer(settings.alert_settle_s),
-    )
     if run_id is None:
         service.metrics.duplicates.labels("alertmanager").inc()
         return "duplicate", incident.id
-    service.correlator.remember(incident.id, own)
     service.metrics.incidents.labels("alertmanager").inc()
     service.worker.accepted(run_id, settings.alert_settle_s)
     return "accepted", incident.id

@@ -6,7 +6,7 @@ Every way in (CLI now, REST/webhooks/chat later) goes through here, so none has 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,9 +55,12 @@ def create_run(
     fingerprint: str | None = None,
     correlation_key: str | None = None,
     enqueue: Callable[[Any, str], None] | None = None,
+    cause_keys: Sequence[str] = (),
+    connection: Any = None,
 ) -> str | None:
     """Store the incident and a queued run, committed before anyone is told "accepted"; `enqueue`
-    adds the run's job to that same transaction (the PostgreSQL queue).
+    adds the run's job to that same transaction (the PostgreSQL queue), `cause_keys` what the incident
+    is about (correlation). With `connection`, all of it joins the caller's transaction.
 
     Returns the run id, or None when the incident was already stored (a duplicate delivery).
     """
@@ -71,6 +74,8 @@ def create_run(
         fingerprint=fingerprint,
         correlation_key=correlation_key,
         enqueue=None if enqueue is None else lambda connection: enqueue(connection, run_id),
+        cause_keys=cause_keys,
+        connection=connection,
     )
     return run_id if stored else None
 

@@ -10,17 +10,69 @@ verified, a new alert there is a new problem again. The reason is stored with th
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    String,
+    bindparam,
+    cast,
+    insert,
+    literal,
+    null,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.entities import entities_with_sources
 from agent.schemas import Incident
 from store.models import IncidentKeyRow, IncidentRow
-from store.recorder import CLOSED_STATUSES, insert_if_new
+from store.recorder import CLOSED_STATUSES, INCIDENT_KEYS, INCIDENTS, insert_if_new
+
+# join_for's two lookups (the group's first open incident; the incidents sharing a key) as one statement
+# built once: it runs before every alert's 202, where building a select (and its cache key) per request
+# cost more CPU than the query, and on PostgreSQL each statement is a round trip.
+_GROUP_FIRST = (
+    select(INCIDENTS.c.id, INCIDENTS.c.received_at, INCIDENTS.c.status)
+    .where(
+        INCIDENTS.c.correlation_key == bindparam("correlation_key", type_=String),
+        INCIDENTS.c.received_at >= bindparam("since", type_=DateTime(timezone=True)),
+        INCIDENTS.c.status.not_in(CLOSED_STATUSES),
+        INCIDENTS.c.status.not_like("%alert_resolved"),
+    )
+    .order_by(INCIDENTS.c.received_at)
+    .limit(1)
+    .subquery("group_first")
+)
+_LOOKUP = union_all(
+    select(
+        _GROUP_FIRST.c.id.label("incident_id"),
+        literal("group", String).label("kind"),
+        cast(null(), String).label("key"),
+        cast(null(), String).label("run_id"),
+        _GROUP_FIRST.c.received_at.label("created_at"),
+        _GROUP_FIRST.c.status,
+    ),
+    select(
+        INCIDENT_KEYS.c.incident_id,
+        INCIDENT_KEYS.c.kind,
+        INCIDENT_KEYS.c.key,
+        INCIDENT_KEYS.c.run_id,
+        INCIDENT_KEYS.c.created_at,
+        INCIDENTS.c.status,
+    )
+    .join(INCIDENTS, INCIDENTS.c.id == INCIDENT_KEYS.c.incident_id)
+    .where(INCIDENT_KEYS.c.key.in_(bindparam("wanted", expanding=True))),
+)
+_PRIMARY_PAYLOAD = select(INCIDENTS.c.payload).where(INCIDENTS.c.id == bindparam("primary_id")).with_for_update()
+_SET_PAYLOAD = update(INCIDENTS).where(INCIDENTS.c.id == bindparam("primary_id"))
 
 
 def cause_keys(incident: Incident) -> tuple[list[str], list[str]]:
@@ -64,40 +116,21 @@ class Correlator:
         wanted: list[str],
         cause_since: datetime,
         touched_since: datetime,
+        connection: Connection | None = None,
     ) -> tuple[str, str, str] | None:
         """(incident id, "group" or "cause", why) of the open incident a new alert joins: its group's
         first open incident (when `correlation_key` is given), else one it shares a cause with. Both
-        lookups on one connection with Core statements: this runs before every alert's 202."""
-        with self._engine.connect() as connection:
-            if correlation_key is not None:
-                primary = connection.execute(
-                    select(IncidentRow.id)
-                    .where(
-                        IncidentRow.correlation_key == correlation_key,
-                        IncidentRow.received_at >= group_since,
-                        IncidentRow.status.not_in(CLOSED_STATUSES),
-                        IncidentRow.status.not_like("%alert_resolved"),
-                    )
-                    .order_by(IncidentRow.received_at)
-                    .limit(1)
-                ).scalar()
-                if primary is not None:
-                    return primary, "group", f"same Alertmanager group as open incident {primary}"
-            if not wanted:
-                return None
-            rows = connection.execute(
-                select(
-                    IncidentKeyRow.incident_id,
-                    IncidentKeyRow.kind,
-                    IncidentKeyRow.key,
-                    IncidentKeyRow.run_id,
-                    IncidentKeyRow.created_at,
-                    IncidentRow.status,
-                )
-                .join(IncidentRow, IncidentRow.id == IncidentKeyRow.incident_id)
-                .where(IncidentKeyRow.key.in_(wanted))
-                .order_by(IncidentKeyRow.created_at)
-            ).all()
+        lookups in one statement built once, on the caller's connection when it stores the alert in the
+        same transaction: this runs before every alert's 202."""
+        params = {"correlation_key": correlation_key, "since": group_since, "wanted": wanted}
+        with contextlib.nullcontext(connection) if connection is not None else self._engine.connect() as conn:
+            found = conn.execute(_LOOKUP, params).all()
+        primary = next((row.incident_id for row in found if row.kind == "group"), None)
+        if primary is not None:  # a None correlation_key matches no incident
+            return primary, "group", f"same Alertmanager group as open incident {primary}"
+        if not wanted:
+            return None
+        rows = sorted((row for row in found if row.kind != "group"), key=lambda row: _aware(row.created_at))
         for row in rows:  # as sharing_cause: an own action first, then a shared cause
             if row.kind == "touched" and _open(row.status) and _aware(row.created_at) >= touched_since:
                 why = f"likely caused by mitigate's own action: run {row.run_id} changed {row.key}"
@@ -155,33 +188,36 @@ class Correlator:
         payload: dict[str, Any],
         fingerprint: str | None,
         correlation_key: str,
+        connection: Connection | None = None,
     ) -> bool:
         """Store an alert that belongs to an open incident: kept for the record with the reason, no run of
         its own. False when it was stored already (a repeated delivery, or the same one racing in: the
-        insert's ON CONFLICT decides, so the loser is a duplicate, not an error)."""
-        with self._sessions.begin() as session:
-            row = {
-                "id": incident.id,
-                "source": source,
-                "title": incident.title,
-                "status": "correlated",
-                "payload": incident.model_dump(mode="json"),
-                "raw": payload | {"correlated_with": primary_id, "correlation_reason": reason},
-                "fingerprint": fingerprint,
-                "correlation_key": correlation_key,
-                "correlated_with": primary_id,
-                "correlation_reason": reason,
-                "started_at": incident.started_at,
-            }
-            stored = session.execute(insert_if_new(session.connection(), IncidentRow).values(row)).first()
+        insert's ON CONFLICT decides, so the loser is a duplicate, not an error). In the caller's
+        transaction (`connection`) or one of its own."""
+        row = {
+            "id": incident.id,
+            "source": source,
+            "title": incident.title,
+            "status": "correlated",
+            "payload": incident.model_dump(mode="json"),
+            "raw": payload | {"correlated_with": primary_id, "correlation_reason": reason},
+            "fingerprint": fingerprint,
+            "correlation_key": correlation_key,
+            "correlated_with": primary_id,
+            "correlation_reason": reason,
+            "started_at": incident.started_at,
+            "received_at": _now(),
+        }
+        with contextlib.nullcontext(connection) if connection is not None else self._engine.begin() as conn:
+            stored = conn.execute(insert_if_new(conn, INCIDENTS), row).first()
             if stored is None:
                 return False
             # Locked: the group's other alerts, arriving at once, each append to it in turn.
-            primary = session.get(IncidentRow, primary_id, with_for_update=True)
+            primary = conn.execute(_PRIMARY_PAYLOAD, {"primary_id": primary_id}).scalar()
             if primary is not None:
                 # The open incident gathers what its group's later alerts say; a triage still waiting
                 # (queued, or in its settle time) reads it when it starts.
-                primary.payload = _with_related(primary.payload, incident)
+                conn.execute(_SET_PAYLOAD, {"primary_id": primary_id, "payload": _with_related(primary, incident)})
             return True
 
 

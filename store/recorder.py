@@ -6,31 +6,84 @@ action rows are keyed by an idempotency key so that a resumed run never repeats 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, DateTime, String, Table, bindparam, func, insert, literal, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.schemas import Incident
 from store.approval_audit import record_attempt
 from store.models import ActionRow, ApprovalRow, IncidentKeyRow, IncidentRow, RunRow, RunStepRow, SlaCheckRow
 
-_INSERT_RUN = insert(RunRow)
+# Statements of the webhook's ack path, built once against the tables (not the ORM classes: an
+# ORM-enabled insert walks the mapper on every call) and executed with a parameter dict: building a
+# statement per request, and its cache key, cost more CPU than the database did.
+INCIDENTS: Table = IncidentRow.__table__  # type: ignore[assignment]
+INCIDENT_KEYS: Table = IncidentKeyRow.__table__  # type: ignore[assignment]
+RUNS: Table = RunRow.__table__  # type: ignore[assignment]
+_INSERT_RUN = insert(RUNS)
+_INSERT_KEYS = insert(INCIDENT_KEYS)
 
 
 def insert_if_new(connection: Connection, table: Any) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING RETURNING the primary key, in the connection's dialect (SQLite and
     PostgreSQL both have it): the database, not a read before the write, decides who stored it first;
-    the statement returns a row only to the one that did (rowcount is not reliable across drivers)."""
-    if connection.dialect.name == "postgresql":
+    the statement returns a row only to the one that did (rowcount is not reliable across drivers).
+    Built once per dialect and table; execute it with the row as parameters."""
+    return _insert_if_new(connection.dialect.name, getattr(table, "__table__", table))
+
+
+def _pg_new_incident() -> Any:
+    """PostgreSQL: the incident (ON CONFLICT DO NOTHING), its queued run and its cause keys in one
+    statement, so one round trip instead of three; the run and the keys are written only when the
+    incident was (they select from the insert's RETURNING, empty for a duplicate)."""
+    from sqlalchemy.dialects.postgresql import ARRAY
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    columns = "id source title status payload raw fingerprint correlation_key started_at received_at updated_at"
+    incident = (
+        pg_insert(INCIDENTS)
+        .values({name: bindparam(name) for name in columns.split()})
+        .on_conflict_do_nothing()
+        .returning(INCIDENTS.c.id)
+        .cte("new_incident")
+    )
+    now = bindparam("received_at", type_=DateTime(timezone=True))
+    run = insert(RUNS).from_select(
+        ["id", "incident_id", "engine", "status", "attempts", "created_at", "updated_at"],
+        select(
+            bindparam("run_id", type_=String),
+            incident.c.id,
+            bindparam("engine", type_=String),
+            literal("queued"),
+            literal(0),
+            now,
+            now,
+        ),
+    )
+    keys = insert(INCIDENT_KEYS).from_select(
+        ["incident_id", "key", "kind", "created_at"],
+        select(incident.c.id, func.unnest(bindparam("cause_keys", type_=ARRAY(String))), literal("cause"), now),
+    )
+    return select(incident.c.id).add_cte(run.cte("new_run"), keys.cte("new_keys"))
+
+
+_PG_NEW_INCIDENT = _pg_new_incident()
+
+
+@functools.cache
+def _insert_if_new(dialect: str, table: Table) -> Any:
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        return pg_insert(table).on_conflict_do_nothing().returning(table.id)
+        return pg_insert(table).on_conflict_do_nothing().returning(table.c.id)
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    return sqlite_insert(table).on_conflict_do_nothing().returning(table.id)
+    return sqlite_insert(table).on_conflict_do_nothing().returning(table.c.id)
 
 
 # Incidents in these states are over: a new alert of their group is a new incident (a recurrence).
@@ -67,6 +120,13 @@ class StoreRecorder:
             )
             return True
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One connection and one transaction for an alert's whole ack (its correlation lookups, the
+        incident, its run, its job, its cause keys): one pool checkout and one commit per alert."""
+        with self._engine.begin() as connection:
+            yield connection
+
     def save_incident_with_run(
         self,
         incident: Incident,
@@ -78,9 +138,13 @@ class StoreRecorder:
         fingerprint: str | None = None,
         correlation_key: str | None = None,
         enqueue: Callable[[Connection], None] | None = None,
+        cause_keys: Sequence[str] = (),
+        connection: Connection | None = None,
     ) -> bool:
-        """Store a new incident, its queued run and (`enqueue`, on PostgreSQL) the run's job in one
-        transaction; False for an incident already stored, and then nothing is written.
+        """Store a new incident, its queued run, (`enqueue`, on PostgreSQL) the run's job and the keys of
+        what it is about (`cause_keys`, for correlating later alerts) in one transaction — the caller's
+        (`connection`, inside `transaction()`) or one of its own; False for an incident already stored,
+        and then nothing is written.
 
         Core inserts with the primary key as the dedup check: this is the webhook hot path, and the ORM's
         unit of work cost more than the database here. The incident goes in with ON CONFLICT DO NOTHING,
@@ -108,13 +172,26 @@ class StoreRecorder:
             "created_at": now,
             "updated_at": now,
         }
-        with self._engine.begin() as connection:
-            stored = connection.execute(insert_if_new(connection, IncidentRow).values(incident_row)).first()
+        with contextlib.nullcontext(connection) if connection is not None else self._engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                truncated = [key[:300] for key in cause_keys]
+                params = incident_row | {"run_id": run_id, "engine": engine, "cause_keys": truncated}
+                if conn.execute(_PG_NEW_INCIDENT, params).first() is None:
+                    return False  # already stored: a repeated delivery, or the same one racing in
+                if enqueue is not None:
+                    enqueue(conn)
+                return True
+            stored = conn.execute(insert_if_new(conn, INCIDENTS), incident_row).first()
             if stored is None:  # already stored: a repeated delivery, or the same one racing in
                 return False
-            connection.execute(_INSERT_RUN, run_row)
+            conn.execute(_INSERT_RUN, run_row)
+            if cause_keys:  # the incident is new, so none of its keys can be stored yet
+                keys = [
+                    {"incident_id": incident.id, "key": k[:300], "kind": "cause", "created_at": now} for k in cause_keys
+                ]
+                conn.execute(_INSERT_KEYS, keys)
             if enqueue is not None:
-                enqueue(connection)
+                enqueue(conn)
         return True
 
     def start_run(self, run_id: str, incident_id: str, engine: str, status: str = "running") -> None:

@@ -32,7 +32,10 @@ def _invalid(exc: ValidationError, service: Service, where: str) -> HTTPExceptio
     summary="Alertmanager webhook (version 4); bearer token; deduplicated by fingerprint and start",
     openapi_extra=json_body(AlertmanagerPayload),
 )
-async def alertmanager(request: Request, service: ServiceDep) -> dict[str, Any]:
+async def alertmanager(request: Request) -> dict[str, Any]:
+    # The service straight from the app, not through a dependency: FastAPI's dependency solving was a
+    # measurable share of this hot path's CPU (bench/webhook.py).
+    service: Service = request.app.state.service
     # Never rate-limited: an authenticated alert is refused only when the database cannot keep up (503).
     require_bearer(request, service.settings.alertmanager_token, "the Alertmanager webhook")
     body = await read_body(request, service.settings.max_body_bytes)
