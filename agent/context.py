@@ -82,7 +82,13 @@ class IncidentHistory(Protocol):
 class Investigator(Protocol):
     """Read-only investigation before classification (tools/investigate/): recent changes, workload
     state, metric trends, history. Returns {"findings": [...], "gaps": [...], "elapsed_ms": float}
-    (agent/findings.py) and never raises: a source that cannot answer is a gap."""
+    (agent/findings.py) and never raises: a source that cannot answer is a gap. It may add
+    "recurrences", what its read of the store's history covered, which classify's recurrence veto
+    answers from (agent/no_action.py `known_occurrences`) instead of reading the store again."""
+
+    # True when it reads nothing but this process's own incident store (no cluster, no Prometheus): a
+    # bounded local read, which the graph does within intake's step (agent/nodes/intake.py).
+    local_only: bool
 
     def investigate(self, incident: Incident, entities: dict[str, str]) -> dict[str, Any]: ...
 

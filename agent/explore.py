@@ -191,6 +191,13 @@ loop_builder.add_edge("run_tools", "ask_model")
 LOOP = loop_builder.compile(checkpointer=False)
 
 
+def why_not_explored(llm: Any, explorer: Any) -> str | None:
+    """Why the LLM's tool loop cannot run for this context, or None when it can."""
+    if llm is None:
+        return "no LLM configured"
+    return "tool loop not configured" if explorer is None else None
+
+
 def skipped(reason: str) -> dict[str, Any]:
     return {
         "findings": [],

@@ -1,5 +1,7 @@
-"""The triage graph: intake -> investigate -> explore -> retrieve -> classify -> plan -> preflight -> guard -> act
--> verify -> (escalate) -> report.
+"""The triage graph: intake -> (investigate, with a cluster or Prometheus to look at) -> (explore, with an LLM
+and its tool loop) -> retrieve -> classify -> plan -> preflight -> guard -> act -> verify -> (escalate) -> report.
+Without a cluster or Prometheus, intake reads the store's history itself and records it as the
+investigate step.
 
 `builder` is exported uncompiled so that tests, the CLI and the server compile it with the
 checkpointer they own.
@@ -26,7 +28,13 @@ from agent.nodes.preflight import preflight
 from agent.nodes.report import report
 from agent.nodes.retrieve import retrieve
 from agent.nodes.verify import verify
-from agent.routes import route_after_act, route_after_guard, route_after_verify
+from agent.routes import (
+    route_after_act,
+    route_after_guard,
+    route_after_intake,
+    route_after_investigate,
+    route_after_verify,
+)
 from agent.state import TriageInput, TriageState
 
 builder: StateGraph[TriageState, TriageContext, TriageInput, TriageState] = StateGraph(
@@ -45,8 +53,8 @@ builder.add_node("verify", verify)
 builder.add_node("escalate", escalate)
 builder.add_node("report", report)
 builder.add_edge(START, "intake")
-builder.add_edge("intake", "investigate")
-builder.add_edge("investigate", "explore")
+builder.add_conditional_edges("intake", route_after_intake)
+builder.add_conditional_edges("investigate", route_after_investigate)
 builder.add_edge("explore", "retrieve")
 builder.add_edge("retrieve", "classify")
 builder.add_edge("classify", "plan")

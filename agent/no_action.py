@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from agent.schemas import Incident
@@ -27,6 +28,7 @@ EVIDENCE_KINDS = (
 )
 VETOES = ("recurrence", "hardware_error", "leak_restart", "quality_regression", "already_acted", "ongoing")
 DEFAULT_SLA_TARGET = 0.99
+HISTORY_BOUND = 2000  # incidents the recurrence veto looks through, newest first (store/incident_queries.py)
 _WINDOW = 40  # characters before a match that may negate it ("no recurrence", "not yet recovered")
 _NEGATED_EVIDENCE = re.compile(r"(?:\bno|\bnot|\bnever|n.t|\bwithout|\bnor)\s+(?:\w+\s+){0,2}$", re.IGNORECASE)
 
@@ -164,6 +166,39 @@ def _signal_readings(rules: NoActionRules, signals: Mapping[str, float]) -> tupl
             # that never dented it has not "recovered".
             recovered.append(f"SLA back to {signals['sla']:g} (lowest {worst:g}, target {target:g})")
     return recovered, ongoing
+
+
+def known_occurrences(
+    read: Mapping[str, Any] | None, incident_id: str, since: datetime, bound: int = HISTORY_BOUND
+) -> list[str] | None:
+    """The recurrence veto's answer (ids of the incident's recurrences received since `since`, newest
+    first) from what this run's investigation read of the store (tools/investigate/history.py
+    `RecurrenceRead`), or None when that read cannot be sure of it and the store must be asked.
+
+    The read lists every recurrence received after its `complete_after` (its own cutoff, or where its
+    window or its list was cut). So when `since` is later, the recurrences since `since` are exactly
+    those it lists; and the incidents since then all lie in its window of `window` newest, so the
+    veto's own bound (the `bound` newest since `since`) would not have cut them either when `window`
+    is not above it. Anything else (another incident's read, a cut list reaching into the veto's days,
+    a malformed read) is None: the veto never counts fewer than its own query would. The read is the
+    store as investigate saw it earlier in the run; an alert of the same alert and target arriving in
+    between normally joins this open incident as a correlated duplicate, which both reads leave out."""
+    if not read or read.get("incident") != incident_id:
+        return None
+    try:
+        after = _aware(datetime.fromisoformat(read["complete_after"]))
+        window = int(read["window"])
+        listed = [(str(rid), _aware(datetime.fromisoformat(at))) for rid, at in read["recurrences"]]
+    except (KeyError, TypeError, ValueError):
+        return None
+    start = _aware(since)
+    if window > bound or start <= after:
+        return None
+    return [rid for rid, at in listed if at >= start]
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def assess(rules: NoActionRules, incident: Incident, recent_occurrences: list[str] | None = None) -> NoActionAssessment:

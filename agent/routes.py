@@ -7,6 +7,16 @@ from typing import Literal
 from agent.state import TriageState
 
 
+def route_after_intake(state: TriageState) -> Literal["investigate", "explore", "retrieve"]:
+    # intake looks itself when the store's history is all there is to read (agent/nodes/intake.py).
+    return "investigate" if state.get("investigation") is None else route_after_investigate(state)
+
+
+def route_after_investigate(state: TriageState) -> Literal["explore", "retrieve"]:
+    # investigate states the exploration as skipped when no LLM or tool loop is configured.
+    return "retrieve" if state.get("exploration") is not None else "explore"
+
+
 def route_after_guard(state: TriageState) -> Literal["act", "escalate", "report"]:
     plan, verdict = state["plan"], state["guard"]["verdict"]
     if plan["mitigation"] == "M5":

@@ -1,7 +1,7 @@
 """Runs on PostgreSQL: one procrastinate job queue shared by every replica (docs/queue.md).
 
-- A run's job is written by procrastinate's own SQL on the connection that stores the incident and the
-  run, so the three commit together or not at all (`enqueuer`).
+- A new run's job is written by procrastinate's own defer function inside the statement that stores the
+  incident and the run, so the three commit together or not at all (`enqueuer`, `job_in_statement`).
 - Any replica's worker claims it (procrastinate's `FOR UPDATE SKIP LOCKED` fetch). The job's `lock` is
   the run id: two jobs of one run (its triage, an approval) are never fetched at once.
 - Workers send a heartbeat every `lease_s / 5`; a worker silent for `lease_s` is dead and every replica's
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -29,6 +30,7 @@ from api.ingest_gate import IngestGate
 from api.run_faults import RetryPolicy, run_guarded
 from api.runs import NotWaiting, RunOutcome, execute_run, resume_run
 from api.worker import Job, refuse_late
+from store.ack_writes import JobInStatement
 from store.recorder import StoreRecorder
 
 log = logging.getLogger("mitigate.queue")
@@ -72,6 +74,31 @@ def defer_run(connection: Any, run_id: str, *, delay_s: float = 0.0, answer: dic
     raw = connection.connection.driver_connection  # psycopg's, inside SQLAlchemy's open transaction
     with raw.cursor() as cursor:
         cursor.execute(sql.queries["defer_jobs"], {"jobs": [job]})
+
+
+# procrastinate's defer function, called by name in the incident's own statement (store/recorder.py);
+# tests/test_pg_queue_job.py checks that procrastinate's query still calls this one.
+DEFER_FUNCTION = "procrastinate_defer_jobs_v1"
+_JOB_EXPRESSION = (
+    f"{DEFER_FUNCTION}(ARRAY[ROW(:job_queue, :job_task, :job_priority, :job_lock, NULL, CAST(:job_args AS jsonb),"
+    " CAST(:job_scheduled_at AS timestamptz))::procrastinate_job_to_defer_v1])"
+)
+
+
+def job_in_statement(run_id: str, *, delay_s: float = 0.0) -> JobInStatement:
+    """A new run's job (what `defer_run` writes) as an expression the statement storing the incident
+    evaluates: the webhook's ack then costs one round trip to the database, not two."""
+    return JobInStatement(
+        _JOB_EXPRESSION,
+        {
+            "job_queue": QUEUE,
+            "job_task": TASK,
+            "job_priority": 0,
+            "job_lock": run_id,
+            "job_args": json.dumps({"run_id": run_id}),
+            "job_scheduled_at": datetime.now(UTC) + timedelta(seconds=delay_s) if delay_s > 0 else None,
+        },
+    )
 
 
 @contextlib.contextmanager
@@ -142,9 +169,9 @@ class PgRunQueue(IngestGate):
             self.execute(Job(run_id, answer))
 
     # ---- the interface intake and approvals use (same as RunWorker) ------------------------------
-    def enqueuer(self, delay_s: float = 0.0) -> Callable[[Any, str], None]:
-        """What adds a run's job to the transaction that stores the run."""
-        return lambda connection, run_id: defer_run(connection, run_id, delay_s=delay_s)
+    def enqueuer(self, delay_s: float = 0.0) -> Callable[[str], JobInStatement]:
+        """What writes a run's job in the statement that stores the run."""
+        return lambda run_id: job_in_statement(run_id, delay_s=delay_s)
 
     def accepted(self, run_id: str, delay_s: float = 0.0) -> None:
         """Nothing to do after commit: the job committed with the run, and procrastinate's trigger has

@@ -1,4 +1,5 @@
-"""Automatic retention in `mitigate serve`: store/retention.py's prune, hourly, in a daemon thread.
+"""Automatic retention in `mitigate serve`: store/retention.py's prune, hourly, in a daemon thread; each
+pass also brings the gap report's facts up to date (store/facts.py), so their change notes stay few.
 
 Every replica may run it: pruning is idempotent and goes in small batches, so two replicas pruning at
 once only share the work."""
@@ -11,6 +12,7 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
+from store.facts import refresh_facts
 from store.retention import prune
 
 log = logging.getLogger("mitigate.retention")
@@ -40,6 +42,10 @@ class RetentionLoop:
         wait = self._first_after_s  # not during start-up, when the worker picks up what was left
         while not self._stop.wait(wait):
             wait = self._every_s
+            try:  # the gap report's facts, so their change notes never pile up; apart from pruning,
+                refresh_facts(self._engine)  # so that one failing never stops the other
+            except Exception:
+                log.warning("retention: refreshing the gap report's facts failed; retrying in %.0f s", self._every_s)
             try:
                 report = prune(self._engine, self._older_than)
                 if report.runs:

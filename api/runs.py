@@ -15,6 +15,7 @@ from langgraph.types import Command
 from agent.context import TriageContext
 from agent.graph import build_graph
 from agent.schemas import Incident
+from store.ack_writes import JobInStatement
 from store.recorder import StoreRecorder
 
 
@@ -54,12 +55,12 @@ def create_run(
     engine: str,
     fingerprint: str | None = None,
     correlation_key: str | None = None,
-    enqueue: Callable[[Any, str], None] | None = None,
+    enqueue: Callable[[str], JobInStatement] | None = None,
     cause_keys: Sequence[str] = (),
     connection: Any = None,
 ) -> str | None:
-    """Store the incident and a queued run, committed before anyone is told "accepted"; `enqueue`
-    adds the run's job to that same transaction (the PostgreSQL queue), `cause_keys` what the incident
+    """Store the incident and a queued run, committed before anyone is told "accepted"; `enqueue` gives
+    the run's job, written by the same statement (the PostgreSQL queue), `cause_keys` what the incident
     is about (correlation). With `connection`, all of it joins the caller's transaction.
 
     Returns the run id, or None when the incident was already stored (a duplicate delivery).
@@ -73,7 +74,7 @@ def create_run(
         engine=engine,
         fingerprint=fingerprint,
         correlation_key=correlation_key,
-        enqueue=None if enqueue is None else lambda connection: enqueue(connection, run_id),
+        job=None if enqueue is None else enqueue(run_id),
         cause_keys=cause_keys,
         connection=connection,
     )

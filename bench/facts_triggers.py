@@ -1,4 +1,5 @@
-"""Benchmark: what the incident_facts triggers (store/migrations/versions/0008) cost the webhook's write,
+"""Benchmark: what the incident_facts triggers (migrations 0008-0009: since 0009 they only note the changed
+incident; store/facts.py recomputes the noted facts when a report reads) cost the webhook's write,
 `StoreRecorder.save_incident_with_run` (an incident and its queued run in one transaction), with the
 triggers and without them (dropped on SQLite, disabled on PostgreSQL) in alternating rounds of one run.
 

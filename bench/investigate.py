@@ -5,7 +5,8 @@
    (scripts/monitoring up) holding the key series, and the SQLite incident store, read as mitigate's
    least-privilege identity. Target p95 < 1.5 s.
 2. Triage latency without a cluster or Prometheus (what every installation without them sees), for the
-   graph of agent/graph.py (intake -> investigate -> explore -> retrieve -> ...) against the graph as it
+   graph of agent/graph.py (intake, which reads the store's history itself when nothing else is configured,
+   -> (investigate) -> (explore, with an LLM) -> retrieve -> ...) against the graph as it
    was before the investigate and explore steps, in the same run, interleaved. Target: a ratio of about 1.
 
 usage: .venv/bin/python bench/investigate.py [--kube-dir DIR] [--repeat 30] [--dataset ...] [--triage-only]
@@ -204,7 +205,10 @@ def triage_latencies(dataset: Path, passes: int) -> dict[str, list[float]]:
         TriageState, context_schema=TriageContext, input_schema=TriageInput
     )
     # agent/graph.py as it was before the investigate step: the same node functions and routers.
-    for name in ("intake", "retrieve", "classify", "plan", "preflight", "guard", "act", "verify", "escalate", "report"):
+    from agent.nodes.intake import read_incident
+
+    without.add_node("intake", read_incident)  # intake as it was: it did not look at the store's history
+    for name in ("retrieve", "classify", "plan", "preflight", "guard", "act", "verify", "escalate", "report"):
         without.add_node(name, getattr(full, name))
     without.add_edge(START, "intake")
     for source, target in (

@@ -339,6 +339,11 @@ class ClosedLoop:
 
         timeline = _until(finished, f"the triage of {name} to finish", deadline_s, poll_s=0.5)
         fill_from_timeline(result, timeline)
+        result.others = [
+            f"{i['id']} {i['status']} {i['title'][:100]!r}"
+            for i in self._api("/incidents?limit=500")
+            if i["id"] not in known and i["id"] != incident["id"]
+        ]
         if result.status == "no_action":
             self._restored_by_itself(result, timeline["incident"])
         if result.sla_after is None:

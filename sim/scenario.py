@@ -34,6 +34,8 @@ class ScenarioResult:
     sla_before: float | None = None  # at triage (live signals) or at the action (verification baseline)
     sla_after: float | None = None  # when verified, or when the run ended
     report: dict[str, Any] = field(default_factory=dict)
+    title: str = ""
+    others: list[str] = field(default_factory=list)  # other incidents opened while it ran: "id status title"
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -45,6 +47,21 @@ class ScenarioResult:
             "sla_after": self.sla_after,
             "ttm_s": self.ttm_s,
         }
+
+    def explain(self) -> str:
+        """What the run decided and why, in a few lines: a failed end-to-end check says what happened
+        instead of only which field was unexpected."""
+        report, plan = self.report, self.report.get("plan") or {}
+        lines = [
+            f"{self.scenario}: incident {self.incident_id} {self.title[:120]!r} -> {self.status}",
+            f"classified {self.category}/{self.subcategory} at {self.confidence} "
+            f"(needs human: {report.get('needs_human')} {report.get('needs_human_reason') or ''})",
+            f"plan {self.mitigation} {self.operation}: {str(plan.get('rationale'))[:300]}",
+            f"no action: {(report.get('no_action') or {}).get('why')}",
+            *(f"  {at:>6.1f}s {event}" for at, event in self.timeline),
+            *(f"also opened meanwhile: {other}" for other in self.others),
+        ]
+        return "\n".join(lines)
 
 
 def fill_from_timeline(result: ScenarioResult, timeline: dict[str, Any]) -> None:
@@ -64,6 +81,7 @@ def fill_from_timeline(result: ScenarioResult, timeline: dict[str, Any]) -> None
     live = (intake or {}).get("data", {}).get("live_signals") or {}
     result.sla_before = result.verification.get("baseline_sla", live.get("sla"))
     result.sla_after = result.verification.get("sla")
+    result.title = str(timeline.get("title") or "")
     alert = timeline["incident"].get("alert") or {}
     result.alert_started_at = _ts(alert.get("startsAt"))
 

@@ -33,8 +33,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agent.entities import entities_with_sources
 from agent.schemas import Incident
+from store.ack_writes import INCIDENT_KEYS, INCIDENTS, incident_values, insert_if_new
 from store.models import IncidentKeyRow, IncidentRow
-from store.recorder import CLOSED_STATUSES, INCIDENT_KEYS, INCIDENTS, insert_if_new
+from store.recorder import CLOSED_STATUSES
 
 # join_for's two lookups (the group's first open incident; the incidents sharing a key) as one statement
 # built once: it runs before every alert's 202, where building a select (and its cache key) per request
@@ -194,20 +195,15 @@ class Correlator:
         its own. False when it was stored already (a repeated delivery, or the same one racing in: the
         insert's ON CONFLICT decides, so the loser is a duplicate, not an error). In the caller's
         transaction (`connection`) or one of its own."""
-        row = {
-            "id": incident.id,
-            "source": source,
-            "title": incident.title,
-            "status": "correlated",
-            "payload": incident.model_dump(mode="json"),
-            "raw": payload | {"correlated_with": primary_id, "correlation_reason": reason},
-            "fingerprint": fingerprint,
-            "correlation_key": correlation_key,
-            "correlated_with": primary_id,
-            "correlation_reason": reason,
-            "started_at": incident.started_at,
-            "received_at": _now(),
-        }
+        row = incident_values(
+            incident,
+            source=source,
+            status="correlated",
+            payload=payload | {"correlated_with": primary_id, "correlation_reason": reason},
+            fingerprint=fingerprint,
+            correlation_key=correlation_key,
+            received_at=_now(),
+        ) | {"correlated_with": primary_id, "correlation_reason": reason}
         with contextlib.nullcontext(connection) if connection is not None else self._engine.begin() as conn:
             stored = conn.execute(insert_if_new(conn, INCIDENTS), row).first()
             if stored is None:

@@ -86,8 +86,8 @@ class RunRow(Base):
 
 
 class IncidentFactRow(Base):
-    """What the gap report needs of one incident, kept by database triggers on incidents and runs in
-    the transaction that changes it (store/migrations/versions/0008): its latest run's labels and
+    """What the gap report needs of one incident, recomputed for the incidents that database triggers
+    noted as changed before a report reads it (store/facts.py, migrations 0008-0009): its latest run's labels and
     status, whether an alert opened it, the month its impact started and its lifecycle in hours. A
     report over any window reads an index range of this table (evals/gaps_store.py)."""
 

@@ -94,3 +94,17 @@ def incident(**fields: Any) -> dict[str, Any]:
     base: dict[str, Any] = {"id": "INC-1", "title": "", "description": ""}
     base.update(fields)
     return base
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A migrated incident store's sessions, on SQLite and on the PostgreSQL of these machines."""
+    from api.settings import Settings
+    from api.wiring import open_store
+    from tests.db_urls import postgres_schema_url
+
+    if request.param == "sqlite":
+        yield open_store(Settings(database_url=f"sqlite:///{tmp_path}/store.db")).sessions
+    else:
+        with postgres_schema_url() as url:
+            yield open_store(Settings(database_url=url)).sessions

@@ -52,8 +52,8 @@ def _sla_now(loop: ClosedLoop, model: str) -> float:
 
 def test_timeout_ends_with_the_keepalive_template_applied_and_the_sla_verified(loop, kube):
     result = loop.run_scenario("timeout")
-    assert (result.category, result.subcategory) == ("A3", "timeout")
-    assert result.status == "mitigated" and result.operation == "apply_connection_liveness_template"
+    assert (result.category, result.subcategory) == ("A3", "timeout"), result.explain()
+    assert result.status == "mitigated" and result.operation == "apply_connection_liveness_template", result.explain()
     assert _actions(result)[0]["status"] == "executed" and _actions(result)[0]["dry_run"]["status"] == "dry-run-ok"
     deployment = kube[1].read_namespaced_deployment("mixtral-8x7b-eastus", NAMESPACE)
     assert deployment.spec.template.metadata.annotations[KEEPALIVE_ANNOTATION] == "v1"
@@ -63,8 +63,10 @@ def test_timeout_ends_with_the_keepalive_template_applied_and_the_sla_verified(l
 
 def test_resource_exhaustion_ends_with_more_capacity_or_a_restart_and_the_sla_verified(loop, kube):
     result = loop.run_scenario("resource_exhaustion")
-    assert (result.category, result.subcategory) == ("A3", "resource_exhaustion")
-    assert result.status == "mitigated" and result.operation in ("scale_out", "restart_pod", "rollout_restart")
+    assert (result.category, result.subcategory) == ("A3", "resource_exhaustion"), result.explain()
+    assert result.status == "mitigated" and result.operation in ("scale_out", "restart_pod", "rollout_restart"), (
+        result.explain()
+    )
     if result.operation == "scale_out":
         assert kube[1].read_namespaced_deployment("mixtral-8x7b-eastus", NAMESPACE).spec.replicas > 2
     _verified(result)
@@ -72,8 +74,8 @@ def test_resource_exhaustion_ends_with_more_capacity_or_a_restart_and_the_sla_ve
 
 def test_latency_spike_ends_with_traffic_shifted_and_the_sla_verified(loop, kube):
     result = loop.run_scenario("latency_spike")
-    assert (result.category, result.subcategory) == ("A3", "latency_spike")
-    assert result.status == "mitigated" and result.operation == "shift_traffic"
+    assert (result.category, result.subcategory) == ("A3", "latency_spike"), result.explain()
+    assert result.status == "mitigated" and result.operation == "shift_traffic", result.explain()
     weights = kube[0].read_namespaced_config_map("llama3-8b-routing-weights", NAMESPACE).data
     assert weights == {"eastus": "0", "westus": "100"}
     _verified(result)
@@ -101,7 +103,7 @@ def test_transient_ends_with_no_action_and_no_cluster_write(loop, kube):
     loop.reset()
     before = cluster_state()
     result = loop.run_scenario("transient", reset=False)
-    assert result.status == "no_action" and result.mitigation == "M5"
+    assert result.status == "no_action" and result.mitigation == "M5", result.explain()
     assert _actions(result) == []
     assert result.report["plan"]["no_action_evidence"], result.report["plan"]
     assert cluster_state() == before
@@ -109,8 +111,12 @@ def test_transient_ends_with_no_action_and_no_cluster_write(loop, kube):
 
 def test_bad_node_ends_with_the_node_cordoned_its_pods_moved_and_the_sla_verified(loop, kube):
     result = loop.run_scenario("bad_node")
-    assert (result.category, result.subcategory) == ("A1", "bad_node")
-    assert result.status == "mitigated" and result.operation in ("cordon_and_evict", "restart_pod", "rollout_restart")
+    assert (result.category, result.subcategory) == ("A1", "bad_node"), result.explain()
+    assert result.status == "mitigated" and result.operation in (
+        "cordon_and_evict",
+        "restart_pod",
+        "rollout_restart",
+    ), result.explain()
     _verified(result)
     if result.operation == "cordon_and_evict":
         node = result.report["plan"]["target"]["name"]
@@ -121,7 +127,7 @@ def test_bad_node_ends_with_the_node_cordoned_its_pods_moved_and_the_sla_verifie
 
 def test_header_misconfig_ends_escalated_with_the_sla_not_recovered(loop, kube):
     result = loop.run_scenario("header_misconfig")
-    assert result.status == "escalated" and result.mitigation == "M1"
+    assert result.status == "escalated" and result.mitigation == "M1", result.explain()
     assert result.status != "mitigated" and result.report["escalation"]
     assert [a for a in _actions(result) if a["status"] == "executed"] == []
     assert _sla_now(loop, "mixtral-8x7b") < 0.99  # no cluster action helps: still broken, and said so
@@ -131,9 +137,12 @@ def test_cpu_hog_is_localised_to_its_pod_which_is_restarted_and_recovery_verifie
     """The RCA paper's self-stabilisation experiment (Figure 8): fault, localisation, restart of that
     pod, recovery verified."""
     result = loop.run_scenario("cpu_hog")
+    assert (result.mitigation, result.operation) == ("M4", "restart_pod"), result.explain()
     localization = result.report["localization"]
-    assert localization["decisive"] and localization["candidates"][0]["metric"] in ("cpu_cores", "ttft_s")
-    assert result.status == "mitigated" and result.operation == "restart_pod"
+    assert localization["decisive"] and localization["candidates"][0]["metric"] in ("cpu_cores", "ttft_s"), (
+        result.explain()
+    )
+    assert result.status == "mitigated", result.explain()
     target = result.report["plan"]["target"]["name"]
     assert target == localization["top"] == result.injected_target
     assert any(event.startswith(f"localise: {target} (") for _, event in result.timeline)  # the demo shows it
@@ -149,8 +158,8 @@ def test_bad_rollout_is_found_by_investigation_and_the_new_deployment_deleted_af
     result = loop.run_scenario("bad_rollout")
     _core, apps = kube
     bad = result.injected_target
-    assert (result.category, result.subcategory) == ("A2", "config_change"), result.report.get("classification")
-    assert (result.mitigation, result.operation) == ("M6", "delete_deployment")
+    assert (result.category, result.subcategory) == ("A2", "config_change"), result.explain()
+    assert (result.mitigation, result.operation) == ("M6", "delete_deployment"), result.explain()
     assert result.report["plan"]["target"]["name"] == bad
     findings = result.report["investigation"]["findings"]
     created = [f for f in findings if f["data"].get("deployment") == f"{NAMESPACE}/{bad}"]

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from agent.schemas import Incident
+from api.pg_queue import job_in_statement
 from store.correlation import Correlator
 from store.db import make_engine, migrate, session_factory
 from store.models import IncidentRow, RunRow
@@ -64,7 +65,7 @@ def _count(recorder: StoreRecorder, row: Any) -> int:
 
 def test_one_alert_delivered_at_once_is_one_incident_with_one_run(recorder):
     incident = Incident(id="am-race", title="EngineRequestsWaitingHigh: backlog")
-    enqueued: list[str] = []
+    on_postgres = recorder.sessions.kw["bind"].dialect.name == "postgresql"
 
     def deliver(i: int) -> bool:
         return recorder.save_incident_with_run(
@@ -73,13 +74,17 @@ def test_one_alert_delivered_at_once_is_one_incident_with_one_run(recorder):
             source="alertmanager",
             payload={"n": i},
             engine="rulebook",
-            enqueue=lambda _connection: enqueued.append(f"run-{i}"),
+            job=job_in_statement(f"run-{i}") if on_postgres else None,
         )
 
     results = _race(deliver)
     assert sorted(map(repr, results)) == sorted(["True"] + ["False"] * (RACERS - 1))
     assert _count(recorder, IncidentRow) == 1 and _count(recorder, RunRow) == 1
-    assert len(enqueued) == 1  # only the delivery that stored the incident enqueued its run
+    if on_postgres:  # only the delivery that stored the incident wrote its run's job
+        with recorder.sessions() as session:
+            run_id = session.scalar(select(RunRow.id))
+            jobs = session.execute(text("SELECT lock, args FROM procrastinate_jobs")).all()
+        assert [(lock, args["run_id"]) for lock, args in jobs] == [(run_id, run_id)]
 
 
 def test_a_correlated_alert_delivered_at_once_is_stored_once(recorder):

@@ -271,10 +271,22 @@ def test_an_llm_failure_stops_the_loop_and_triage_goes_on(context, fake, history
     assert report["category"] == "A3" and "LLM investigation stopped early (llm failure: api_error)" in report["notes"]
 
 
-def test_without_an_llm_explore_is_a_recorded_no_op(context):
-    state = build_graph().invoke({"run_id": "r3", "incident": INCIDENT}, context=context)
+def test_without_an_llm_explore_is_skipped_and_the_report_says_why(context):
+    graph = build_graph()
+    state = graph.invoke({"run_id": "r3", "incident": INCIDENT}, context=context)
     assert state["exploration"]["stop_reason"] == "no LLM configured"
     assert state["exploration"]["calls"] == [] and ("r3", "explore") not in context.recorder.steps
+    assert state["report"]["exploration"]["stop_reason"] == "no LLM configured"
+    # The graph routes past the step: no superstep (and no checkpoint) for a no-op.
+    ran = [name for chunk in graph.stream({"run_id": "r3b", "incident": INCIDENT}, context=context) for name in chunk]
+    assert "intake" in ran and "retrieve" in ran and "explore" not in ran
+
+
+def test_with_an_llm_but_no_tool_loop_explore_is_skipped_as_not_configured(context, fake):
+    context.llm = _llm(fake)
+    fake.script.extend([("status", 500)] * 10)  # classify's LLM call fails over to the rulebook
+    state = build_graph().invoke({"run_id": "r4", "incident": INCIDENT}, context=context)
+    assert state["exploration"]["stop_reason"] == "tool loop not configured"
 
 
 def test_the_dashboard_shows_the_investigation_with_every_call(tmp_path, fake, history, cluster):

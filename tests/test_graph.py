@@ -9,7 +9,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from agent.graph import builder
-from agent.routes import route_after_act, route_after_guard, route_after_verify
+from agent.routes import route_after_act, route_after_guard, route_after_investigate, route_after_verify
 from tests.approvers import answer
 from tests.conftest import ROOT
 from tests.fakes import FakeCluster, FakeSla
@@ -140,6 +140,11 @@ def test_incident_text_cannot_order_a_deletion(context):
     executed = [p["operation"] for p in context.cluster.executed]
     assert "delete_deployment" not in executed
     assert state.get("report", {}).get("mitigation") != "M6"
+
+
+def test_explore_is_routed_to_only_when_investigate_did_not_say_it_is_skipped():
+    assert route_after_investigate({}) == "explore"
+    assert route_after_investigate({"exploration": {"stop_reason": "no LLM configured"}}) == "retrieve"
 
 
 def test_routes_refuse_unexpected_states():

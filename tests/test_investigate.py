@@ -210,11 +210,15 @@ def test_a_change_just_before_an_engine_symptom_is_the_earliest_cause(rulebook):
 
 
 class _Broken:
+    local_only = False  # as if it read a cluster
+
     def investigate(self, incident: Incident, entities: dict[str, str]) -> dict[str, Any]:
         raise RuntimeError("boom")
 
 
 class _Found:
+    local_only = False
+
     def investigate(self, incident: Incident, entities: dict[str, str]) -> dict[str, Any]:
         started = incident.started_at or datetime.now(UTC)
         change = _change(
@@ -303,3 +307,32 @@ def test_a_source_slower_than_the_budget_is_left_out_and_said_so():
     assert time.monotonic() - started < 1.5
     assert [f["summary"] for f in result["findings"]] == ["seen before"]
     assert result["gaps"] == [{"source": "slow", "reason": "slow took longer than the 0.3 s budget: left out"}]
+
+
+def test_with_only_the_store_to_read_intake_looks_and_the_step_is_recorded_without_a_superstep(context, tmp_path):
+    from dataclasses import replace
+
+    from api.settings import Settings
+    from api.wiring import open_store
+
+    store = open_store(Settings(database_url=f"sqlite:///{tmp_path}/h.db"))
+    alert = {"status": "firing", "labels": {"alertname": "SLABurn", "namespace": "ns", "deployment": "m-eastus"}}
+    earlier = Incident.model_validate(incident_dict(title="SLABurn again", id="I-earlier", alert=alert))
+    store.recorder.save_incident(earlier, source="alertmanager", payload={})
+    investigator = Investigator(sessions=store.sessions)
+    assert investigator.local_only and not Investigator(prometheus_url="http://x", trend_queries=dict).local_only
+    ctx = replace(context, investigator=investigator)
+    graph = builder.compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": uuid.uuid4().hex}}
+    ran = [
+        name
+        for chunk in graph.stream(
+            {"run_id": "r1", "incident": incident_dict(title="SLABurn", alert=alert)}, config, context=ctx
+        )
+        for name in chunk
+    ]
+    assert "investigate" not in ran and ran[0] == "intake"
+    findings = graph.get_state(config).values["report"]["investigation"]["findings"]
+    history = [f for f in findings if f["kind"] == "history"]
+    assert history and history[0]["source"]["incident_ids"] == ["I-earlier"]
+    assert ("r1", "investigate") in ctx.recorder.steps  # the timeline still shows the step

@@ -407,6 +407,24 @@ def test_moved_files_and_renamed_ids_leave_no_stale_chunks(tmp_path, corpus):
     assert [r["id"] for r in index.search("proxy stripped the header, 404 model not found", 6)].count("PM-005") == 0
 
 
+def test_an_identical_copy_elsewhere_is_unchanged_not_a_conflict(tmp_path, corpus):
+    """A second checkout of the same repository ingesting into the same state directory (the demo of a
+    re-clone): same ids, same content, both files still there. Nothing to embed, and nothing failed."""
+    embedder = CountingEmbedder()
+    index = PostmortemIndex(tmp_path / "state", embedder=embedder)
+    index.ingest(corpus)
+    clone = tmp_path / "clone"
+    shutil.copytree(corpus, clone)
+    embedder.texts.clear()
+    again = index.ingest(clone)
+    assert (again.added, again.updated, again.failed, again.unchanged, embedder.texts) == ([], [], [], 6, [])
+    edited = clone / "pm-408-keepalive.md"  # a copy that differs is still a conflict over the id
+    edited.write_text(edited.read_text().replace("gateway idle timer", "load balancer"))
+    conflict = index.ingest(clone)
+    assert [path for path, _ in conflict.failed] == [str(edited)] and conflict.unchanged == 5
+    assert "load balancer" not in index.search("HTTP 408 streaming", 1)[0]["snippet"]
+
+
 def test_a_second_file_with_an_indexed_id_is_refused(tmp_path, corpus, embedder):
     index = PostmortemIndex(tmp_path / "state", embedder=embedder)
     index.ingest(corpus)

@@ -208,6 +208,8 @@ def test_a_killed_replicas_run_finishes_on_the_other_within_the_lease(tmp_path, 
         incident_id = body["accepted"][0]
         until(lambda: _executions(tmp_path), "the doomed replica to execute the action")
         survivor = Replica(tmp_path, pg_url)
+        # Killed once the write is recorded (verify hangs): a kill before that record is "outcome unknown".
+        until(lambda: _rows(pg_url, "SELECT status FROM actions") == [("executed",)], "the write to be recorded")
         doomed.proc.send_signal(signal.SIGKILL)
         doomed.proc.wait(timeout=30)
         killed_at = time.monotonic()

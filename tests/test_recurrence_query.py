@@ -4,9 +4,7 @@ and PostgreSQL, for the history finding and the "no action" recurrence veto alik
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,11 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.schemas import Alert, Incident
-from api.settings import Settings
-from api.wiring import open_store
 from store.incident_queries import IncidentQueries, recurrence_key, recurrences
 from store.models import IncidentRow
-from tests.db_urls import postgres_schema_url
 from tools.investigate import Bounds
 from tools.investigate.history import incident_history
 
@@ -26,13 +21,9 @@ NOW = datetime.now(UTC)
 LABELS = {"alertname": "SLABurn", "namespace": "ns", "deployment": "m-eastus"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    if request.param == "sqlite":
-        yield open_store(Settings(database_url=f"sqlite:///{tmp_path}/store.db")).sessions
-    else:
-        with postgres_schema_url() as url:
-            yield open_store(Settings(database_url=url)).sessions
+@pytest.fixture
+def sessions(db_sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    return db_sessions
 
 
 def _payload(labels: dict[str, str] | None) -> dict[str, Any]:
@@ -106,3 +97,25 @@ def test_the_sql_filter_answers_what_the_python_match_answered(sessions):
     findings, gaps = incident_history(sessions, incident, now=NOW, bounds=Bounds(max_items=2))
     assert gaps == [] and findings[0]["source"]["incident_ids"] == ["same-1", "same-2"]
     assert findings[0]["data"]["last"]["incident"] == "same-1" and findings[0]["data"]["last"]["status"] == "mitigated"
+
+
+def test_an_alert_without_a_target_label_recurs_only_with_alerts_without_one(sessions):
+    bare = {"alertname": "GatewayErrors", "namespace": "ns"}
+    _store(
+        sessions,
+        [
+            ("no-target", _payload(bare), "mitigated", timedelta(hours=1)),
+            ("empty-targets", _payload(bare | {"deployment": "", "pod": ""}), "open", timedelta(hours=2)),
+            ("a-pod", _payload(bare | {"pod": "gw-1"}), "open", timedelta(hours=3)),
+            ("a-service", _payload(bare | {"service": "gw"}), "open", timedelta(hours=4)),
+        ],
+    )
+    key = recurrence_key(_payload(bare))
+    assert key == ("GatewayErrors", "")
+    since = NOW - timedelta(days=30)
+    with sessions() as session:
+        found = [r.id for r in recurrences(session, key, since=since, exclude_id="-", limit=100)]
+    assert found == _whole_rows_in_python(sessions, key, since, "-", 100) == ["no-target", "empty-targets"]
+    with sessions() as session:
+        by_service = recurrences(session, ("GatewayErrors", "gw"), since=since, exclude_id="-", limit=100)
+    assert [r.id for r in by_service] == ["a-service"]

@@ -84,13 +84,22 @@ def _post_alert(port: int, fingerprint: str = "f00d") -> dict:
         return json.loads(response.read())
 
 
+def _action_status(port: int, incident_id: str) -> str | None:
+    body = _get(port, f"/incidents/{incident_id}")
+    actions = (body or {}).get("runs", [{}])[0].get("actions") if body and body.get("runs") else None
+    return actions[0]["status"] if actions else None
+
+
 def test_killed_server_finishes_the_run_after_restart_without_repeating_the_action(tmp_path):
     port = _free_port()
     log = tmp_path / "cluster.log"
     server = _serve(tmp_path, port, "hang")
     try:
         incident_id = _post_alert(port)["accepted"][0]
-        until(lambda: log.exists() and log.read_text().strip() != "", "the action to be executed")
+        # Kill once the write is recorded as executed (verify then hangs): a kill between the cluster's
+        # answer and that record is the "outcome unknown" case, which a human must look at.
+        until(lambda: _action_status(port, incident_id) == "executed", "the action to be recorded as executed")
+        assert log.read_text().strip() != ""
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=30)

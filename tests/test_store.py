@@ -75,6 +75,34 @@ def test_recorder_keeps_one_row_per_action_and_per_approver(db_url):
         assert [s.summary for s in run.steps] == ["again on resume"]
 
 
+def test_steps_keep_their_order_and_place_and_label_the_run_only_when_a_label_changes(db_url):
+    store = open_store(Settings(database_url=db_url))
+    recorder = store.recorder
+    recorder.save_incident(Incident(id="S-2", title="t"), source="test", payload={})
+    recorder.start_run("run-b", "S-2", "rulebook")
+    recorder.record_step("run-b", "intake", "incident S-2", {"entities": {"namespace": "ns"}})
+    recorder.record_step("run-b", "classify", "A3/crash", {"category": "A3", "subcategory": "crash"})
+    recorder.record_step("run-b", "plan", "M4", {"mitigation": "M4", "target": {"name": "m"}})
+    with store.sessions() as session:
+        run = session.get(RunRow, "run-b")
+        assert (run.category, run.subcategory, run.mitigation) == ("A3", "crash", "M4")
+        labelled = run.updated_at
+    # Classify again on resume with the same answer: its row keeps its place, the run is not rewritten.
+    recorder.record_step("run-b", "classify", "A3/crash again", {"category": "A3", "subcategory": "crash"})
+    with store.sessions() as session:
+        run = session.get(RunRow, "run-b")
+        assert [(s.seq, s.node, s.summary) for s in run.steps] == [
+            (0, "intake", "incident S-2"),
+            (1, "classify", "A3/crash again"),
+            (2, "plan", "M4"),
+        ]
+        assert run.steps[0].data == {"entities": {"namespace": "ns"}} and run.updated_at == labelled
+    recorder.record_step("run-b", "classify", "A2/config_change", {"category": "A2", "subcategory": "config_change"})
+    with store.sessions() as session:
+        run = session.get(RunRow, "run-b")
+        assert (run.category, run.subcategory) == ("A2", "config_change") and run.updated_at > labelled
+
+
 def _proc(*args: str) -> dict:
     done = subprocess.run(
         [sys.executable, "-m", "tests.proc_run", *args], cwd=ROOT, capture_output=True, text=True, timeout=120

@@ -17,7 +17,7 @@ Loaded = tuple[str, Path, Postmortem]  # (resolved path, path as given, parsed p
 class IngestReport:
     added: list[str] = field(default_factory=list)  # postmortem ids new to the index
     updated: list[str] = field(default_factory=list)  # ids whose file changed: old chunks replaced
-    unchanged: int = 0  # files skipped because their content hash is already indexed (also moved files)
+    unchanged: int = 0  # files whose content is already indexed under their id (also moved or copied files)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason naming the path); skipped
     removed: list[str] = field(default_factory=list)  # ids dropped: file gone (prune=True) or id renamed
     chunks: int = 0  # chunks written
@@ -84,6 +84,12 @@ def plan_ingestion(
             continue
         others = sorted(owners.get(pid, set()) - {key})
         holder = next((o for o in others if still_holds(o, pid)), None)
+        if holder is not None and catalog.get(holder) == (postmortem.digest, pid):
+            # The same file in a second place (another checkout of the same repository): the index
+            # already answers with exactly this content, so there is nothing to do and nothing wrong.
+            report.unchanged += 1
+            tick()
+            continue
         if holder is not None:
             shown = next(str(f) for k, f, _ in loaded if k == key)
             report.failed.append((shown, f"{shown}: id {pid!r} is already indexed from {holder}; ids must be unique"))

@@ -9,7 +9,7 @@ from agent.change_signals import with_earliest_change
 from agent.context import TriageContext
 from agent.features import embedding_text
 from agent.llm import LLMFailure
-from agent.no_action import NoActionAssessment, assess
+from agent.no_action import NoActionAssessment, assess, known_occurrences
 from agent.nodes._common import incident_of, record
 from agent.precedents import combine
 from agent.rulebook import score_subcategories
@@ -18,10 +18,15 @@ from agent.state import TriageState
 from agent.verdicts import from_judgement, no_action_decision, rulebook_alone, with_llm
 
 
-def _recent_occurrences(ctx: TriageContext, incident: Incident) -> list[str] | None:
+def _recent_occurrences(ctx: TriageContext, state: TriageState, incident: Incident) -> list[str] | None:
     if ctx.history is None:
         return None
     since = ctx.clock() - timedelta(days=ctx.rulebook.no_action.history_days)
+    # The investigation read the same keyed query over a longer window earlier in this run: when its
+    # read covers the veto's days, it answers without a second read (else the store is asked).
+    known = known_occurrences((state.get("investigation") or {}).get("recurrences"), incident.id, since)
+    if known is not None:
+        return known
     try:
         return ctx.history.recent_occurrences(incident, since)
     except Exception:  # history is a veto's input: unreadable history must not allow what it would forbid
@@ -57,7 +62,7 @@ def classify(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, A
     the same reading of the incident, and decided by `no_action_decision`."""
     ctx = runtime.context
     incident = incident_of(state)
-    assessment = assess(ctx.rulebook.no_action, incident, _recent_occurrences(ctx, incident))
+    assessment = assess(ctx.rulebook.no_action, incident, _recent_occurrences(ctx, state, incident))
     result, probability, threshold, degraded = _judged(ctx, state, incident, assessment)
     update: dict[str, Any] = {}
     if ctx.llm is not None:

@@ -5,7 +5,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agent.context import TriageContext
-from agent.explore import skipped
+from agent.explore import skipped, why_not_explored
 from agent.nodes._common import incident_of, record
 from agent.state import TriageState
 
@@ -14,8 +14,8 @@ def explore(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, An
     """The LLM's read-only tool loop (agent/explore.py) when an LLM and the loop are configured; else a
     no-op that says why. Its findings go to classify as evidence; it never writes anywhere."""
     ctx = runtime.context
-    if ctx.llm is None or ctx.explorer is None:
-        return {"exploration": skipped("no LLM configured" if ctx.llm is None else "tool loop not configured")}
+    if ctx.llm is None or ctx.explorer is None:  # the graph routes past this step then; called alone, say why
+        return {"exploration": skipped(why_not_explored(ctx.llm, ctx.explorer) or "")}
     exploration, usage = ctx.explorer.run(ctx.llm, incident_of(state), state.get("entities", {}))
     refused = sum(1 for c in exploration["calls"] if not c["ok"])
     summary = (

@@ -8,10 +8,23 @@ from agent.canonical import canonicalise
 from agent.context import TriageContext
 from agent.entities import entities_with_sources
 from agent.nodes._common import incident_of, record
+from agent.nodes.investigate import look
 from agent.state import TriageState
 
 
 def intake(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any]:
+    """Read the incident (`read_incident`); without a cluster or Prometheus to look at, also look at the
+    store's history (agent/nodes/investigate.py `look`), recorded as the investigate step."""
+    update = read_incident(state, runtime)
+    investigator = runtime.context.investigator
+    if investigator is None or investigator.local_only:
+        # A bounded local read costs less than the checkpointed step of its own it would get, and is
+        # safe to repeat after a crash: it is done here and the graph routes past investigate.
+        update |= look(TriageState(**{**state, **update}), runtime)  # type: ignore[typeddict-item]
+    return update
+
+
+def read_incident(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any]:
     """Validate the incident again (checkpoints may be resumed by newer code), find its target, and
     read the live serving signals when telemetry is configured: an alert says something crossed a
     line; the signals say how far, and whether it is still there."""

@@ -6,6 +6,7 @@ from langgraph.runtime import Runtime
 
 from agent.change_signals import change_signals, impact_start
 from agent.context import TriageContext
+from agent.explore import skipped, why_not_explored
 from agent.findings import gap
 from agent.nodes._common import incident_of, record
 from agent.state import TriageState
@@ -17,6 +18,11 @@ NOT_CONFIGURED = [
 
 
 def investigate(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any]:
+    """The graph's step when there is a cluster or Prometheus to look at (else intake looks, inline)."""
+    return look(state, runtime)
+
+
+def look(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str, Any]:
     """Look before classifying: what changed just before the impact, how the workload is, whether the
     key series are still moving, whether this happened before. Read-only; what cannot be read is a
     stated gap, never a failed run."""
@@ -48,6 +54,10 @@ def investigate(state: TriageState, runtime: Runtime[TriageContext]) -> dict[str
         update["incident"] = incident.model_copy(update={"signals": {**incident.signals, **added}}).model_dump(
             mode="json"
         )
+    if (reason := why_not_explored(runtime.context.llm, runtime.context.explorer)) is not None:
+        # Said here, so the graph routes past explore (route_after_investigate): a checkpointed step
+        # that could only record "skipped" cost every triage without an LLM a superstep.
+        update["exploration"] = skipped(reason)
     summary = f"{len(findings)} findings, {len(gaps)} gaps" + (f": {findings[0]['summary'][:140]}" if findings else "")
     if investigation.get("sources", True):
         # A step in the run's timeline when something was looked at; with no source configured the

@@ -211,10 +211,15 @@ def log_tail(
     try:
         raw = response.read(bounds.max_log_bytes + 1)
     except Exception as exc:  # the stream broke or timed out half way
-        return [], [gap("kubernetes", f"{what}: {type(exc).__name__} while reading")]
-    finally:
+        response.close()
         response.release_conn()
+        return [], [gap("kubernetes", f"{what}: {type(exc).__name__} while reading")]
     truncated = len(raw) > bounds.max_log_bytes
+    if truncated:
+        # Close, not only release: a connection handed back with the rest of a big log unread keeps the
+        # API server (and the kubelet behind it) streaming into full buffers until it is next touched.
+        response.close()
+    response.release_conn()
     text = safe_text(raw, bounds.max_log_bytes)
     lines = text.splitlines()[-bounds.log_lines :]
     summary = (
