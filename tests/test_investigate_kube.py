@@ -406,11 +406,17 @@ def test_a_bad_new_deployment_beside_a_good_one_is_a2_and_deleted_only_after_two
     config = {"configurable": {"thread_id": f"roll-{tag}"}}
     state = graph.invoke({"run_id": f"roll-{tag}", "incident": incident}, config, context=context)
 
-    created = [f for f in state["investigation"]["findings"] if f["data"].get("change") == "created"]
-    assert created and created[0]["data"]["previous_deployment"] == f"{NS}/{stable}"
-    assert {"container": "engine", "field": "args --max-num-seqs", "from": "256", "to": "1024"} in created[0]["data"][
-        "changes"
-    ]
+    created = {
+        f["data"]["deployment"]: f["data"]
+        for f in state["investigation"]["findings"]
+        if f["data"].get("change") == "created"
+    }
+    assert created[f"{NS}/{bad}"]["previous_deployment"] == f"{NS}/{stable}", created
+    assert {"container": "engine", "field": "args --max-num-seqs", "from": "256", "to": "1024"} in created[
+        f"{NS}/{bad}"
+    ]["changes"]
+    # Both were made within the window, often in the same second: the good one is never "new beside" the bad.
+    assert "previous_deployment" not in created.get(f"{NS}/{stable}", {}), created
     assert (state["classification"]["category"], state["classification"]["subcategory"]) == ("A2", "config_change")
     assert (state["plan"]["mitigation"], state["plan"]["operation"]) == ("M6", "delete_deployment")
     assert state["plan"]["target"]["name"] == bad

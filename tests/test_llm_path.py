@@ -185,15 +185,16 @@ def test_retries_are_counted_and_share_one_deadline(context, fake):
     report = build_graph().invoke({"run_id": "r3", "incident": INCIDENT}, context=context)["report"]
     assert next(u for u in report["llm_usage"] if u["stage"] == "classify")["calls"] == 2  # the 503 counts
     assert report["fallbacks"] == []
-    # Each attempt fails slowly (0.6 s, then 503): five retries would take 3.6 s; the call's deadline
-    # of 1.5 s covers all of them, so the third attempt gets what is left and times out.
-    fake.script.extend([("slow_status", (0.6, 503))] * 6)
-    settings = Settings(llm_base_url=fake.base_url, llm_model="s", llm_max_retries=5, llm_timeout_s=1.5)
+    # Each attempt fails slowly (0.6 s, then 503): ten retries would take 6.6 s; the call's deadline
+    # of 1.5 s covers all of them, so the third attempt gets what is left and times out. The bound
+    # below leaves a slow machine 2 s of slack; retries that each got a fresh deadline take 6.6 s.
+    fake.script.extend([("slow_status", (0.6, 503))] * 11)
+    settings = Settings(llm_base_url=fake.base_url, llm_model="s", llm_max_retries=10, llm_timeout_s=1.5)
     context.llm = make_llm(settings)
     started = time.perf_counter()
     report = build_graph().invoke({"run_id": "r4", "incident": INCIDENT}, context=context)["report"]
     elapsed = time.perf_counter() - started
-    assert report["fallbacks"][0]["kind"] == "timeout" and elapsed < 2.4
+    assert report["fallbacks"][0]["kind"] == "timeout" and elapsed < 3.5
     assert next(u for u in report["llm_usage"] if u["stage"] == "classify")["calls"] == 3
 
 

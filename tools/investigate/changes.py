@@ -38,6 +38,16 @@ def spec_write(meta: Any) -> datetime | None:
     return max(times) if times else getattr(meta, "creation_timestamp", None)
 
 
+def age_order(deployment: Any) -> tuple[datetime, int, str]:
+    """A strict order of Deployments by age. Creation times have a one-second resolution, and a new
+    Deployment is often made in the same second as the one it sits beside (a script, a GitOps sync):
+    then the one with more ready replicas counts as older (it is the known-good one), then the name.
+    A strict order means two Deployments never each name the other as their predecessor."""
+    meta = deployment.metadata
+    ready = (deployment.status.ready_replicas or 0) if deployment.status else 0
+    return (meta.creation_timestamp, -ready, meta.name)
+
+
 class ChangeReader:
     def __init__(self, kube: KubeSource, bounds: Bounds) -> None:
         self.kube, self.bounds = kube, bounds
@@ -93,11 +103,11 @@ class ChangeReader:
 
     def versus_neighbour(self, created: Any, neighbours: list[Any]) -> None:
         """A new Deployment next to an older one serving the same thing: how their templates differ."""
-        # Creation times have a one-second resolution: a neighbour made in the same second counts as older.
-        older = [d for d in neighbours if d.metadata.creation_timestamp <= created.metadata.creation_timestamp]
+        mine = age_order(created)
+        older = [d for d in neighbours if age_order(d) < mine]
         if not older:
             return
-        stable = min(older, key=lambda d: d.metadata.creation_timestamp)
+        stable = min(older, key=age_order)
         changes = template_diff(self.kube.plain(stable.spec.template), self.kube.plain(created.spec.template))
         for item in self.findings:
             if (
