@@ -94,8 +94,10 @@ def ask_model(state: ExploreState, runtime: Runtime[ExploreRun]) -> dict[str, An
     try:
         choice, usage = run.engine.chat_with_tools(state["messages"], run.registry.specs(run.sources), remaining)
     except LLMFailure as failure:
+        # A call cut off by the loop's own deadline is the time budget ending, not the model failing.
+        out_of_time = failure.kind == "timeout" and run.elapsed() >= run.budget.max_seconds
         return {
-            "stop_reason": f"llm failure: {failure.kind}",
+            "stop_reason": "budget: seconds" if out_of_time else f"llm failure: {failure.kind}",
             "pending": [],
             "usage": _add_usage(state["usage"], failure.usage),
             "steps": state["steps"] + 1,

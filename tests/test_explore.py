@@ -259,6 +259,16 @@ def test_the_time_budget_stops_the_loop(history, cluster):
     assert exploration["elapsed_ms"] >= 500
 
 
+def test_a_model_call_cut_off_by_the_loop_deadline_is_the_time_budget_ending(history, cluster):
+    sources = ReadSources(NAMESPACES, incidents=history)
+    explorer = Explorer(READ_TOOLS, sources, ExploreBudget(max_steps=50, max_seconds=0.8))
+    with FakeOpenAI() as fake:
+        fake.script.extend([("tool_calls", [("search_incidents", {"text": "again"})]), ("sleep", 5)])
+        exploration = _explore(fake, explorer)
+    assert exploration["stop_reason"] == "budget: seconds" and exploration["steps"] == 2
+    assert 800 <= exploration["elapsed_ms"] < 4000  # the second call's deadline was what was left of 0.8 s
+
+
 def test_an_llm_failure_stops_the_loop_and_triage_goes_on(context, fake, history, cluster):
     fake.script.extend(
         [("tool_calls", [("search_incidents", {"text": "High408"})]), ("status", 500), ("status", 500), ("status", 500)]
