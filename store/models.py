@@ -46,7 +46,11 @@ class IncidentRow(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
-    runs: Mapped[list[RunRow]] = relationship(back_populates="incident")
+    # Oldest first, always: "the latest run" is runs[-1] on every database (PostgreSQL returns rows in
+    # no set order without ORDER BY, and an UPDATE can move them).
+    runs: Mapped[list[RunRow]] = relationship(
+        back_populates="incident", order_by=lambda: (RunRow.created_at, RunRow.id)
+    )
 
 
 class RunRow(Base):
@@ -82,7 +86,7 @@ class RunRow(Base):
 
     incident: Mapped[IncidentRow] = relationship(back_populates="runs")
     steps: Mapped[list[RunStepRow]] = relationship(back_populates="run", order_by="RunStepRow.seq")
-    actions: Mapped[list[ActionRow]] = relationship(back_populates="run")
+    actions: Mapped[list[ActionRow]] = relationship(back_populates="run", order_by="ActionRow.id")
 
 
 class IncidentFactRow(Base):
@@ -158,7 +162,7 @@ class ActionRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
     run: Mapped[RunRow] = relationship(back_populates="actions")
-    approvals: Mapped[list[ApprovalRow]] = relationship(back_populates="action")
+    approvals: Mapped[list[ApprovalRow]] = relationship(back_populates="action", order_by="ApprovalRow.id")
 
 
 class ApprovalRow(Base):
