@@ -53,6 +53,9 @@ LOOP_ENV = {
     "MITIGATE_ALERT_SETTLE_S": "7",
     "MITIGATE_WORKER_THREADS": "2",
     "MITIGATE_RCA_REFERENCE_S": "30",
+    # The fleet, Prometheus, the API server and mitigate share one machine here: a busy one must not
+    # cut investigation short (its findings decide A2 in the rollout scenario); bench/ measures speed.
+    "MITIGATE_INVESTIGATE_BUDGET_S": "20",
 }
 
 

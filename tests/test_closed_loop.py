@@ -130,7 +130,8 @@ def test_header_misconfig_ends_escalated_with_the_sla_not_recovered(loop, kube):
     assert result.status == "escalated" and result.mitigation == "M1", result.explain()
     assert result.status != "mitigated" and result.report["escalation"]
     assert [a for a in _actions(result) if a["status"] == "executed"] == []
-    assert _sla_now(loop, "mixtral-8x7b") < 0.99  # no cluster action helps: still broken, and said so
+    # No cluster action helps: still broken when the run ended (measured before the fault is cleared).
+    assert result.sla_after is not None and result.sla_after < 0.99, result.explain()
 
 
 def test_cpu_hog_is_localised_to_its_pod_which_is_restarted_and_recovery_verified(loop, kube):
@@ -162,7 +163,11 @@ def test_bad_rollout_is_found_by_investigation_and_the_new_deployment_deleted_af
     assert (result.mitigation, result.operation) == ("M6", "delete_deployment"), result.explain()
     assert result.report["plan"]["target"]["name"] == bad
     findings = result.report["investigation"]["findings"]
-    created = [f for f in findings if f["data"].get("deployment") == f"{NAMESPACE}/{bad}"]
+    created = [
+        f
+        for f in findings
+        if f["data"].get("deployment") == f"{NAMESPACE}/{bad}" and f["data"].get("change") == "created"
+    ]
     assert created and created[0]["data"]["change"] == "created" and created[0]["source"]["resourceVersion"]
     assert {"container": "engine", "field": "args --max-num-seqs", "from": "256", "to": "1024"} in created[0]["data"][
         "changes"
