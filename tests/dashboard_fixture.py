@@ -105,7 +105,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         except httpx.HTTPError:
             return False
 
-    until(up, "mitigate serve to answer /healthz")
+    until(up, "mitigate serve to answer /healthz", 120)
     runs = httpx.get(f"{base}/dashboard", auth=("dri", TOKEN)).text
     yield {"base": base, "tmp": tmp, "runs_html": runs}
     proc.terminate()

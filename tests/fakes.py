@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ class FakeSla:
         return {"status": self.status, "reason": f"fake SLA {self.status}"}
 
 
-def fake_world(cluster: FakeCluster, sla: FakeSla | None = None) -> Any:
+def fake_world(cluster: FakeCluster, sla: Any = None) -> Any:
     """A context factory for the service: the real rulebook and policy, the store's recorder, a fake
     cluster and SLA verifier (what create_app's `context_factory` expects)."""
     from agent.context import TriageContext
@@ -93,3 +94,18 @@ def fake_world(cluster: FakeCluster, sla: FakeSla | None = None) -> Any:
         )
 
     return context
+
+
+class HeldVerifier:
+    """Verification that ends when the test says so: alerts can arrive while the drain is verifying."""
+
+    def __init__(self) -> None:
+        self.verifying, self.release = threading.Event(), threading.Event()
+
+    def baseline(self, *args: Any) -> dict[str, Any]:
+        return {"values": {"sla": 0.6}}
+
+    def verify(self, *args: Any) -> dict[str, Any]:
+        self.verifying.set()
+        assert self.release.wait(60)
+        return {"status": "verified", "reason": "test: recovered"}

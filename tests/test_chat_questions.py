@@ -76,8 +76,10 @@ def _say(
     user: str = "UALICE",
     ts: str = "1700000001.000100",
     thread: str | None = None,
+    starting: str = "",
 ) -> str:
-    """Mention the bot (in `thread` when given); the text of its reply in the thread."""
+    """Mention the bot (in `thread` when given); the text of its reply in the thread (the one that
+    starts with `starting`: a fast triage's summary can be posted before the "Triaging" line)."""
     before = len(slack.posts())
     where = {"thread_ts": thread} if thread else {}
     body = json.dumps(
@@ -93,7 +95,14 @@ def _say(
     )
     response = client.post("/slack/events", content=body, headers={**_signed(body), "Content-Type": "application/json"})
     assert response.status_code == 200
-    posts = until(lambda: [p for p in slack.posts()[before:] if p.get("thread_ts") == (thread or ts)], "the reply")
+    posts = until(
+        lambda: [
+            p
+            for p in slack.posts()[before:]
+            if p.get("thread_ts") == (thread or ts) and str(p.get("text", "")).startswith(starting)
+        ],
+        "the reply",
+    )
     return str(posts[0]["text"])
 
 
@@ -131,7 +140,13 @@ def test_slack_a_question_in_an_incidents_thread_is_answered_from_history_withou
     status and retrieval's answer (store and postmortems, with citations), and creates no incident."""
     service = slack_client.app.state.service  # type: ignore[attr-defined]
     assert service.make_context().llm is None
-    started = _say(slack_client, slack, "KV cache full on mixtral-8x7b in namespace llm-serving, queueing", ts="6.1")
+    started = _say(
+        slack_client,
+        slack,
+        "KV cache full on mixtral-8x7b in namespace llm-serving, queueing",
+        ts="6.1",
+        starting="Triaging",
+    )
     run_id = started.split("`")[1]
     until(lambda: service.store.recorder.run(run_id)["report"], "the run's report")
     before = _incidents(slack_client)
@@ -153,7 +168,13 @@ def test_slack_empty_overlong_and_help_get_short_polite_answers(slack_client, sl
 
 
 def test_slack_bare_approve_asks_which_run_and_a_non_approver_is_refused(slack_client, slack, cluster):
-    started = _say(slack_client, slack, "XID 79 on node aks-gpu-7 in namespace llm-serving, pods failing", ts="4.1")
+    started = _say(
+        slack_client,
+        slack,
+        "XID 79 on node aks-gpu-7 in namespace llm-serving, pods failing",
+        ts="4.1",
+        starting="Triaging",
+    )
     run_id = started.split("`")[1]
     service = slack_client.app.state.service  # type: ignore[attr-defined]
     until(lambda: [r for r in list_runs(service.store.sessions, status="waiting") if r["id"] == run_id], "waiting")

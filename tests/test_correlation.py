@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +21,7 @@ from api.app import create_app
 from api.settings import Settings
 from tests.approvers import TOKENS, approvers_file
 from tests.conftest import ROOT
-from tests.fakes import FakeCluster, fake_world
+from tests.fakes import FakeCluster, HeldVerifier, fake_world
 from tests.test_service_restart import TOKEN, _free_port, _get
 from tests.waiting import until
 
@@ -55,7 +54,7 @@ def test_two_alerts_from_one_bad_node_through_alertmanager_are_one_incident(tmp_
     monitoring, mon = str(ROOT / "scripts" / "monitoring"), tmp_path / "mon"
     (tmp_path / "token").write_text(TOKEN)
     try:
-        until(lambda: _get(port, "/healthz") is not None, "the server")
+        until(lambda: _get(port, "/healthz") is not None, "the server", 120)
         webhook = f"http://127.0.0.1:{port}/webhooks/alertmanager"
         subprocess.run([monitoring, "up", str(mon), webhook, str(tmp_path / "token")], check=True, timeout=120)
         alertmanager = (mon / "alertmanager.url").read_text().strip()
@@ -121,21 +120,6 @@ def _alert(name: str, group: str, fingerprint: str, **labels: str) -> dict[str, 
     }
 
 
-class HeldVerifier:
-    """Verification that ends when the test says so: alerts can arrive while the drain is verifying."""
-
-    def __init__(self) -> None:
-        self.verifying, self.release = threading.Event(), threading.Event()
-
-    def baseline(self, *args: Any) -> dict[str, Any]:
-        return {"values": {"sla": 0.6}}
-
-    def verify(self, *args: Any) -> dict[str, Any]:
-        self.verifying.set()
-        assert self.release.wait(60)
-        return {"status": "verified", "reason": "test: recovered"}
-
-
 def test_alerts_caused_by_mitigates_own_drain_join_its_incident(tmp_path: Path):
     cluster = FakeCluster(details={"owners": ["llm-serving/mixtral-eastus"]})  # what the drain moved
     verifier = HeldVerifier()
@@ -147,7 +131,7 @@ def test_alerts_caused_by_mitigates_own_drain_join_its_incident(tmp_path: Path):
         approvers_file=approvers_file(tmp_path),
     )
     am, api = {"Authorization": "Bearer am"}, {"Authorization": "Bearer api"}
-    with TestClient(create_app(settings, context_factory=fake_world(cluster, verifier))) as client:  # type: ignore[arg-type]
+    with TestClient(create_app(settings, context_factory=fake_world(cluster, verifier))) as client:
         bad_node = _alert("GPUXidErrors", "g-node", "n1", node="gpu-node-5")
         bad_node["alerts"][0]["annotations"]["summary"] = "XID 79 on node gpu-node-5, its pods fail, still failing"
         incident = client.post("/webhooks/alertmanager", json=bad_node, headers=am).json()["accepted"][0]

@@ -44,7 +44,7 @@ def _serve(tmp_path: Path, port: int, kubeconfig: Path, crash_at: str | None) ->
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    until(lambda: _get(port, "/healthz") is not None or proc.poll() is not None, "the server to answer")
+    until(lambda: _get(port, "/healthz") is not None or proc.poll() is not None, "the server to answer", 120)
     return proc
 
 

@@ -92,6 +92,11 @@ def fleet(control_plane: ControlPlane) -> dict[str, Any]:
     return {"model": model, "name": name, "node": node, "cordoned": cordoned, "admin": admin}
 
 
+# What these tests assert is what is found, not how fast (test_an_unreachable_api_server_... checks the
+# deadline): a busy machine's slow answer must not turn a finding into a gap.
+PATIENT = Bounds(timeout_s=10.0)
+
+
 def _kube(kubeconfig: Any) -> KubeSource:
     return KubeSource(connect(str(kubeconfig)).apps.api_client, load_policy().allowed_namespaces)
 
@@ -101,7 +106,9 @@ def test_the_revision_diff_configmap_edit_hpa_and_cordon_are_found_with_their_so
 
     target = {"namespace": NS, "deployment": fleet["name"], "node": fleet["cordoned"]}
     before = client.AppsV1Api(fleet["admin"]).read_namespaced_deployment(fleet["name"], NS).metadata.resource_version
-    findings, gaps = recent_changes(_kube(control_plane.mitigate_kubeconfig), target, now=datetime.now(UTC))
+    findings, gaps = recent_changes(
+        _kube(control_plane.mitigate_kubeconfig), target, now=datetime.now(UTC), bounds=PATIENT
+    )
 
     rollout = [f for f in findings if f["data"].get("change") == "rollout"]
     assert len(rollout) == 1, findings
@@ -125,7 +132,7 @@ def test_the_revision_diff_configmap_edit_hpa_and_cordon_are_found_with_their_so
 
 def test_workload_state_names_oom_kills_and_states_the_log_it_could_not_read(control_plane, fleet):
     target = {"namespace": NS, "deployment": fleet["name"]}
-    findings, gaps = workload_state(_kube(control_plane.mitigate_kubeconfig), target)
+    findings, gaps = workload_state(_kube(control_plane.mitigate_kubeconfig), target, bounds=PATIENT)
     restarts = [f for f in findings if f["kind"] == "restarts"]
     assert restarts and all(f["data"]["restarts"] == 4 for f in restarts)
     assert all(f["data"]["last_termination"]["reason"] == "OOMKilled" for f in restarts)
@@ -174,7 +181,7 @@ def test_pending_pods_say_why_and_unhealthy_nodes_their_conditions(control_plane
     ]
     core.patch_node_status(node, {"status": {"conditions": conditions}})
     findings, _gaps = workload_state(
-        _kube(control_plane.mitigate_kubeconfig), {"namespace": NS, "deployment": name, "node": node}
+        _kube(control_plane.mitigate_kubeconfig), {"namespace": NS, "deployment": name, "node": node}, bounds=PATIENT
     )
     pending = [f for f in findings if f["kind"] == "pending"]
     assert pending and pending[0]["summary"].endswith(f"Pending: FailedScheduling: {message}"), findings
@@ -202,18 +209,23 @@ def _nobody(control_plane: ControlPlane) -> KubeSource:
 def test_a_service_account_without_rights_gets_gaps_only(control_plane, fleet):
     target = {"namespace": NS, "deployment": fleet["name"], "node": fleet["node"]}
     kube = _nobody(control_plane)
-    for findings, gaps in (recent_changes(kube, target, now=datetime.now(UTC)), workload_state(kube, target)):
+    for findings, gaps in (
+        recent_changes(kube, target, now=datetime.now(UTC), bounds=PATIENT),
+        workload_state(kube, target, bounds=PATIENT),
+    ):
         assert findings == []
         assert gaps and all("forbidden (403)" in g["reason"] for g in gaps), gaps
 
 
 def test_missing_objects_and_namespaces_outside_the_policy_are_gaps(control_plane):
     kube = _kube(control_plane.mitigate_kubeconfig)
-    findings, gaps = recent_changes(kube, {"namespace": NS, "deployment": "no-such-deployment"}, now=datetime.now(UTC))
+    findings, gaps = recent_changes(
+        kube, {"namespace": NS, "deployment": "no-such-deployment"}, now=datetime.now(UTC), bounds=PATIENT
+    )
     assert findings == [] and gaps == [
         {"source": "kubernetes", "reason": f"Deployment {NS}/no-such-deployment: not found"}
     ]
-    findings, gaps = workload_state(kube, {"namespace": "kube-system", "deployment": "coredns"})
+    findings, gaps = workload_state(kube, {"namespace": "kube-system", "deployment": "coredns"}, bounds=PATIENT)
     assert findings == [] and "outside the guard policy" in gaps[0]["reason"]
 
 
@@ -384,7 +396,9 @@ def test_a_bad_new_deployment_beside_a_good_one_is_a2_and_deleted_only_after_two
 
     policy = load_policy()
     cluster = connect(str(control_plane.mitigate_kubeconfig), str(control_plane.approved_kubeconfig), policy=policy)
-    investigator = Investigator(KubeSource(cluster.apps.api_client, policy.allowed_namespaces))
+    investigator = Investigator(
+        KubeSource(cluster.apps.api_client, policy.allowed_namespaces), bounds=PATIENT, budget_s=30
+    )
     context = TriageContext(
         rulebook=load_rulebook(),
         policy=policy,

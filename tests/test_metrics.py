@@ -81,7 +81,7 @@ def _incident(model: str = "m", started_ago_s: float = 30) -> Incident:
 
 
 def _metrics(url: str, **settings: Any) -> PrometheusMetrics:
-    return PrometheusMetrics(url, MetricsSettings(**({"window": "3s", "poll_s": 0.5} | settings)))
+    return PrometheusMetrics(url, MetricsSettings(**({"window": "5s", "poll_s": 0.5} | settings)))
 
 
 def _verifier(url: str, **settings: Any) -> Verifier:
@@ -97,7 +97,7 @@ PLAN = {"operation": "rollout_restart", "target": {"kind": "deployment", "namesp
 def test_verified_only_once_the_sla_and_the_symptom_hold_for_the_stable_window(prometheus):
     url, traffic = prometheus
     traffic.error_share = 0.0
-    until(lambda: (_metrics(url)._value(_metrics(url).sla_query('model="m"')) or 0) >= 0.999, "a healthy SLA", 20)
+    until(lambda: (_metrics(url)._value(_metrics(url).sla_query('model="m"')) or 0) >= 0.999, "a healthy SLA", 40)
     started = time.monotonic()
     result = _verifier(url, stable_s=3, deadline_s=30).verify(PLAN, _incident(), SICK)
     assert result["status"] == "verified", result
@@ -109,7 +109,7 @@ def test_verified_only_once_the_sla_and_the_symptom_hold_for_the_stable_window(p
 def test_an_sla_that_stays_low_is_not_recovered(prometheus):
     url, traffic = prometheus
     traffic.error_share = 0.2
-    until(lambda: (_metrics(url)._value(_metrics(url).sla_query('model="m"')) or 1) < 0.9, "errors to show", 20)
+    until(lambda: (_metrics(url)._value(_metrics(url).sla_query('model="m"')) or 1) < 0.9, "errors to show", 40)
     verifier = _verifier(url, stable_s=1, deadline_s=3)
     result = verifier.verify(PLAN, _incident(), verifier.baseline(PLAN, _incident()))
     assert result["status"] == "not_recovered", result
@@ -123,14 +123,14 @@ def test_client_errors_do_not_count_against_the_sla(prometheus):
     traffic.error_share = 0.0
     metrics = _metrics(url)
     # 404s are a third of all requests, yet the SLA is (close to) 1.
-    until(lambda: (metrics._value(metrics.sla_query('model="m"')) or 0) >= 0.999, "a healthy SLA", 20)
+    until(lambda: (metrics._value(metrics.sla_query('model="m"')) or 0) >= 0.999, "a healthy SLA", 40)
 
 
 def test_signals_tell_a_past_peak_from_the_present(prometheus):
     url, traffic = prometheus
     traffic.error_share = 0.5
     metrics = _metrics(url, lookback="60s")
-    until(lambda: metrics.signals(_incident()).get("http_5xx_rate", 0) > 0.3, "errors in the signals", 20)
+    until(lambda: metrics.signals(_incident()).get("http_5xx_rate", 0) > 0.3, "errors in the signals", 40)
     traffic.error_share = 0.0
     signals = until(
         lambda: (s := metrics.signals(_incident())).get("http_5xx_rate", 1) < 0.01 and s, "errors to stop", 20
@@ -159,7 +159,7 @@ def test_an_action_whose_symptom_was_never_abnormal_has_nothing_to_verify(promet
     url, traffic = prometheus
     traffic.error_share = 0.0
     verifier = _verifier(url, stable_s=1, deadline_s=10)
-    until(lambda: (verifier.metrics.measure(PLAN, _incident(), ["sla"])["sla"] or 0) >= 0.999, "a healthy SLA", 20)
+    until(lambda: (verifier.metrics.measure(PLAN, _incident(), ["sla"])["sla"] or 0) >= 0.999, "a healthy SLA", 40)
     baseline = verifier.baseline(PLAN, _incident())  # healthy before the "restart"
     result = verifier.verify(PLAN, _incident(), baseline)
     assert result["status"] == "nothing_to_verify" and "nothing to verify" in result["reason"], result
@@ -171,7 +171,7 @@ def test_the_baseline_is_the_one_taken_before_the_action(prometheus):
     url, traffic = prometheus
     traffic.error_share = 0.0
     verifier = _verifier(url, stable_s=1, deadline_s=20)
-    until(lambda: (verifier.metrics.measure(PLAN, _incident(), ["sla"])["sla"] or 0) >= 0.999, "a healthy SLA", 20)
+    until(lambda: (verifier.metrics.measure(PLAN, _incident(), ["sla"])["sla"] or 0) >= 0.999, "a healthy SLA", 40)
     result = verifier.verify(PLAN, _incident(), SICK)
     assert result["status"] == "verified" and result["baseline_sla"] == SICK["values"]["sla"]
     assert result["reason"].startswith(f"SLA {SICK['values']['sla']:.4g} -> ")

@@ -16,7 +16,8 @@ from api.app import create_app
 from api.security import sign
 from api.settings import Settings
 from tests.approvers import TOKENS, approvers_file
-from tests.fakes import FakeCluster, fake_world
+from tests.fakes import FakeCluster, HeldVerifier, fake_world
+from tests.waiting import until
 
 AM_TOKEN, API_TOKEN, HMAC_KEY = "am-token-123", "api-token-456", "hmac-key-789"
 
@@ -98,12 +99,21 @@ def _alert(name: str, fingerprint: str, **labels: str) -> dict:
     return payload
 
 
-def test_alerts_of_one_group_while_its_incident_is_open_are_one_incident(client, cluster):
-    first = _am(client, _alert("EngineRequestsWaitingHigh", "f1")).json()["accepted"][0]
-    joined = _am(client, _alert("KvCacheFull", "f2"))
-    assert joined.json()["correlated"] == [first] and joined.json()["accepted"] == []
-    again = _am(client, _alert("KvCacheFull", "f2"))  # Alertmanager repeats the group notification
-    assert again.json()["duplicates"] == [first]
+def test_alerts_of_one_group_while_its_incident_is_open_are_one_incident(tmp_path, cluster):
+    verifier = HeldVerifier()  # the first incident stays open (verifying) until the group's alerts are in
+    with TestClient(create_app(_settings(tmp_path), context_factory=fake_world(cluster, verifier))) as client:
+        try:
+            first = _am(client, _alert("EngineRequestsWaitingHigh", "f1")).json()["accepted"][0]
+            joined = _am(client, _alert("KvCacheFull", "f2"))
+            assert joined.json()["correlated"] == [first] and joined.json()["accepted"] == []
+            again = _am(client, _alert("KvCacheFull", "f2"))  # Alertmanager repeats the group notification
+            assert again.json()["duplicates"] == [first]
+        finally:
+            verifier.release.set()
+        _closed_group_then_recurrence(client, cluster, first)
+
+
+def _closed_group_then_recurrence(client: TestClient, cluster: FakeCluster, first: str) -> None:
     body = _wait(client, first, lambda b: b["runs"] and b["runs"][0]["status"] == "mitigated")
     assert len(cluster.executed) == 1 and len(body["runs"]) == 1
     listed = client.get("/incidents", headers={"Authorization": f"Bearer {API_TOKEN}"}).json()
@@ -234,7 +244,13 @@ def test_health_ready_and_metrics(client):
     incident_id = _am(client, _am_payload()).json()["accepted"][0]
     _am(client, _am_payload())
     _wait(client, incident_id, lambda b: b["runs"][0]["status"] == "mitigated")
-    text = client.get("/metrics").text
+
+    # The worker counts the outcome just after the run's final status is committed: wait for the count.
+    def counted() -> str | None:
+        text = client.get("/metrics").text
+        return text if 'mitigate_runs_total{status="mitigated"} 1.0' in text else None
+
+    text = until(counted, "the outcome to be counted", 30)
     assert 'mitigate_incidents_received_total{source="alertmanager"} 1.0' in text
     assert 'mitigate_alerts_deduplicated_total{source="alertmanager"} 1.0' in text
     assert 'mitigate_runs_total{status="mitigated"} 1.0' in text

@@ -41,7 +41,7 @@ def _serve(tmp_path: Path, port: int, sla_mode: str, **extra: str) -> subprocess
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    until(lambda: _get(port, "/healthz") is not None, "the server to answer")
+    until(lambda: _get(port, "/healthz") is not None, "the server to answer", 120)
     return proc
 
 
@@ -156,9 +156,15 @@ def test_a_corrupted_postmortem_store_on_restart_is_a_readiness_reason_not_a_fai
     port = _free_port()
     server = _serve(tmp_path, port, "verified", MITIGATE_STATE_DIR=str(state))
     try:
-        until(lambda: (_get(port, "/readyz") or {}).get("checks", {}).get("retriever") == "ok", "the index to open")
+        until(
+            lambda: (_get(port, "/readyz") or {}).get("checks", {}).get("retriever") == "ok", "the index to open", 120
+        )
         first = _post_alert(port, "first")["accepted"][0]
-        until(lambda: ((_get(port, f"/incidents/{first}") or {}).get("runs") or [{}])[0].get("report"), "the first run")
+        until(
+            lambda: ((_get(port, f"/incidents/{first}") or {}).get("runs") or [{}])[0].get("report"),
+            "the first run",
+            120,
+        )
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=30)
