@@ -99,7 +99,9 @@ def _say(
         lambda: [
             p
             for p in slack.posts()[before:]
-            if p.get("thread_ts") == (thread or ts) and str(p.get("text", "")).startswith(starting)
+            if p.get("thread_ts") == (thread or ts)
+            and not p.get("blocks")  # a run summary the worker posts, not the reply
+            and str(p.get("text", "")).startswith(starting)
         ],
         "the reply",
     )
@@ -131,7 +133,11 @@ def _reply_in_thread(client: TestClient, slack: FakeSlack, text: str, thread: st
     )
     response = client.post("/slack/events", content=body, headers={**_signed(body), "Content-Type": "application/json"})
     assert response.status_code == 200
-    posts = until(lambda: [p for p in slack.posts()[before:] if p.get("thread_ts") == thread], "the reply")
+    # The bot's answer, not a run summary (Block Kit) the worker may post in the thread meanwhile.
+    posts = until(
+        lambda: [p for p in slack.posts()[before:] if p.get("thread_ts") == thread and not p.get("blocks")],
+        "the reply",
+    )
     return str(posts[0]["text"])
 
 
@@ -149,6 +155,7 @@ def test_slack_a_question_in_an_incidents_thread_is_answered_from_history_withou
     )
     run_id = started.split("`")[1]
     until(lambda: service.store.recorder.run(run_id)["report"], "the run's report")
+    until(lambda: [p for p in slack.posts() if p.get("thread_ts") == "6.1" and p.get("blocks")], "the summary")
     before = _incidents(slack_client)
     answer = _reply_in_thread(slack_client, slack, "what did we do last time?", thread="6.1", ts="6.2")
     assert f"Run `{run_id}`" in answer  # this thread's run first
